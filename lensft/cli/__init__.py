@@ -1,0 +1,1 @@
+"""The ``lensft`` command line: thin typer commands over the Python API."""

@@ -1,0 +1,102 @@
+"""The ``lensft`` typer application and its single error-to-exit point.
+
+Exit codes: 0 done, 1 bad input (a :class:`~lensft.errors.LensftError` or a usage error),
+2 internal error (a bug: rerun with ``LENSFT_DEBUG=1`` for the traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from importlib import import_module
+
+import click
+import typer
+from rich.console import Console
+
+from lensft import __version__
+from lensft.errors import LensftError
+
+app = typer.Typer(
+    name="lensft",
+    help="Take long- vs short-context fine-tuning apart: graft MHA/FFN blocks between checkpoints, "
+    "probe attention, FFN activations and knowledge preference, and write a report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+err_console = Console(stderr=True, highlight=False)
+
+# Each module adds its commands to ``app`` in a ``register(app)`` function.
+_COMMAND_MODULES = (
+    "lensft.cli.swap",
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log what lensft does (INFO level)"),
+    version: bool = typer.Option(False, "--version", help="print lensft's version and exit", is_eager=True),
+) -> None:
+    if version:
+        typer.echo(f"lensft {__version__}")
+        raise typer.Exit(0)
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _register_commands() -> None:
+    for name in _COMMAND_MODULES:
+        import_module(name).register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return (and, as a console script, exit with) 0, 1 or 2."""
+    try:
+        app(args=argv, standalone_mode=False, prog_name="lensft")
+    except LensftError as e:
+        err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        return _exit(1)
+    except click.exceptions.Exit as e:
+        return _exit(e.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("[bold red]error:[/] aborted", soft_wrap=True)
+        return _exit(1)
+    except click.ClickException as e:  # usage errors: bad option values, missing arguments
+        hint = "" if e.__class__ is click.ClickException else " (see --help)"
+        err_console.print(f"[bold red]error:[/] {e.format_message()}{hint}", soft_wrap=True)
+        return _exit(1)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]error:[/] interrupted", soft_wrap=True)
+        return _exit(1)
+    except Exception as e:  # a bug in lensft
+        if os.environ.get("LENSFT_DEBUG"):
+            raise
+        err_console.print(
+            f"[bold red]internal error:[/] {type(e).__name__}: {e} "
+            "(this is a bug in lensft; rerun with LENSFT_DEBUG=1 for the traceback)",
+            soft_wrap=True,
+        )
+        return _exit(2)
+    return _exit(0)
+
+
+def _exit(code: int | None) -> int:
+    return 0 if code is None else int(code)
+
+
+def run() -> None:
+    """Console-script entry point: ``lensft ...``."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

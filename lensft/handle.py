@@ -1,0 +1,201 @@
+"""Model handles: a loaded ``transformers`` model plus what probes need to reach inside it.
+
+A :class:`ModelHandle` is what flows from the loaders/graft engine into the probes. It holds the
+HF model (eval mode, CPU by default), its tokenizer, its family map (for module paths) and its
+provenance (where every tensor came from), and hands out an nnsight wrapper or a
+transformer-lens model on demand.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+import transformers
+from pydantic import BaseModel, Field
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from lensft import __version__
+from lensft.errors import CheckpointError
+from lensft.families import FamilySpec
+
+log = logging.getLogger(__name__)
+
+
+class Provenance(BaseModel):
+    """Where a model's weights came from.
+
+    ``label`` is a short display name (``short``, ``mha=long,ffn=short`` ...); ``sources`` maps
+    variant names to checkpoint paths; ``graft`` is the graft specification (as a dict) if the
+    model is a graft; ``file_hashes`` maps weight files to sha256 digests where known.
+    """
+
+    label: str
+    sources: dict[str, str] = Field(default_factory=dict)
+    graft: Optional[dict[str, Any]] = None
+    file_hashes: dict[str, str] = Field(default_factory=dict)
+    lensft_version: str = __version__
+
+
+@dataclass
+class ModelHandle:
+    """A loaded causal LM with its tokenizer, family map and provenance."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    family: FamilySpec
+    provenance: Provenance
+    _nnsight: Any = field(default=None, repr=False)
+
+    # --- structure ---------------------------------------------------------------------
+    @property
+    def config(self) -> transformers.PretrainedConfig:
+        return self.model.config
+
+    @property
+    def label(self) -> str:
+        return self.provenance.label
+
+    @cached_property
+    def layers(self) -> nn.ModuleList:
+        """The list of transformer layers (``model.layers``, ``transformer.h`` ...)."""
+        return self.model.get_submodule(self.family.modules.layers)  # type: ignore[return-value]
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.config.num_attention_heads)
+
+    @property
+    def n_kv_heads(self) -> int:
+        return int(getattr(self.config, "num_key_value_heads", None) or self.n_heads)
+
+    @property
+    def head_dim(self) -> int:
+        hd = getattr(self.config, "head_dim", None)
+        return int(hd) if hd else int(self.config.hidden_size) // self.n_heads
+
+    def attention(self, layer: int) -> nn.Module:
+        """The attention module of ``layer`` (path from the family map)."""
+        return self.layers[layer].get_submodule(self.family.modules.attention)
+
+    def mlp(self, layer: int) -> nn.Module:
+        """The feed-forward module of ``layer``."""
+        return self.layers[layer].get_submodule(self.family.modules.mlp)
+
+    def mlp_activation(self, layer: int) -> nn.Module:
+        """The module whose output is act(W_in x) (act(gate) for gated MLPs)."""
+        return self.layers[layer].get_submodule(self.family.modules.mlp_activation)
+
+    def mlp_down(self, layer: int) -> nn.Module:
+        """The FFN output projection; its input is the full hidden activation (act(gate)*up)."""
+        return self.layers[layer].get_submodule(self.family.modules.mlp_down)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.model.get_submodule(self.family.modules.final_norm)
+
+    @property
+    def lm_head(self) -> nn.Module:
+        return self.model.get_submodule(self.family.modules.lm_head)
+
+    def layer_path(self, layer: int, sub: str | None = None) -> str:
+        """Dotted path of a layer (or a submodule of it) inside the HF model."""
+        p = f"{self.family.modules.layers}.{layer}"
+        return f"{p}.{sub}" if sub else p
+
+    # --- text --------------------------------------------------------------------------
+    def format_prompt(self, user: str, *, chat: bool = True) -> str:
+        """The text to feed for a user turn: chat-formatted with a generation prompt when the
+        tokenizer has a chat template and ``chat`` is true, else ``user`` itself."""
+        if chat and getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+            )
+        return user
+
+    # --- other views -------------------------------------------------------------------
+    def set_attn_implementation(self, impl: str) -> None:
+        """Switch the attention kernel (``sdpa``, ``eager`` or a registered lensft kernel)."""
+        self.model.set_attn_implementation(impl)
+
+    def nnsight(self) -> Any:
+        """An nnsight ``NNsight`` wrapper of this model (cached); trace with token-id inputs."""
+        if self._nnsight is None:
+            from nnsight import NNsight
+
+            self._nnsight = NNsight(self.model)
+        return self._nnsight
+
+
+# ----------------------------------------------------------------------------------------
+def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None,
+               label: str | None = None) -> ModelHandle:
+    """Load one local checkpoint directory as a :class:`ModelHandle` (never touches the network)."""
+    from lensft.checkpoints import open_checkpoint
+
+    reader = open_checkpoint(path)  # validates structure and finds the family
+    p = reader.path
+    try:
+        kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=dtype, **kw)
+        tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot load {p}: {str(e).splitlines()[0]}") from None
+    model.eval()
+    prov = Provenance(label=label or p.name, sources={label or p.name: str(p.resolve())})
+    return ModelHandle(model, tokenizer, reader.family, prov)
+
+
+def build_model(config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], tokenizer: PreTrainedTokenizerBase,
+                family: FamilySpec, provenance: Provenance, *, attn_implementation: str | None = None,
+                dtype: torch.dtype | None = None) -> ModelHandle:
+    """Build a model from a config dict and on-disk-named tensors without touching the disk.
+
+    Parameters share storage with ``tensors`` (``load_state_dict(assign=True)``), so a sweep of
+    grafts that reuse the same source tensors costs no copies. Tied heads are re-tied.
+
+    Raises:
+        CheckpointError: listing missing and unexpected tensors, as safetensors' ``load_model`` does.
+    """
+    from transformers import AutoConfig
+    from transformers.initialization import no_init_weights
+
+    cfg_dict = dict(config)
+    model_type = cfg_dict.pop("model_type")
+    cfg = AutoConfig.for_model(model_type, **cfg_dict)
+    with no_init_weights():
+        kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        model = AutoModelForCausalLM.from_config(cfg, **kw)
+    state = {family.runtime_name(k): v for k, v in tensors.items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False, assign=True)
+    tied = {family.runtime_name(t.name) for t in family.tensors if t.tied_to}
+    missing = [k for k in result.missing_keys if k not in tied]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(
+            f"tensors do not fit {type(model).__name__}: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {result.unexpected_keys[:3]}{'...' if len(result.unexpected_keys) > 3 else ''}"
+        )
+    if getattr(cfg, "tie_word_embeddings", False):
+        model.tie_weights()
+    elif any(k in tied for k in result.missing_keys):
+        raise CheckpointError(f"the lm head is missing and the config does not tie embeddings ({model_type})")
+    _check_no_meta(model)
+    model.eval()
+    return ModelHandle(model, tokenizer, family, provenance)
+
+
+def _check_no_meta(model: nn.Module) -> None:
+    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+        if p.device.type == "meta":
+            raise CheckpointError(f"parameter {name} was not loaded")

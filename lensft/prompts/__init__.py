@@ -1,0 +1,27 @@
+"""Typed, versioned prompt sets that probes consume."""
+
+from lensft.prompts.io import make_prompt_set, read_prompt_set, write_prompt_set
+from lensft.prompts.schema import (
+    ConflictItem,
+    NeedleItem,
+    PromptItem,
+    PromptSet,
+    PromptSetHeader,
+    Span,
+    TaskItem,
+    TextItem,
+)
+
+__all__ = [
+    "ConflictItem",
+    "NeedleItem",
+    "PromptItem",
+    "PromptSet",
+    "PromptSetHeader",
+    "Span",
+    "TaskItem",
+    "TextItem",
+    "make_prompt_set",
+    "read_prompt_set",
+    "write_prompt_set",
+]

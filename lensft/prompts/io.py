@@ -1,0 +1,63 @@
+"""Read and write prompt-set JSONL files (the only disk access for prompt sets)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from pydantic import ValidationError
+
+from lensft.errors import PromptSetError
+from lensft.prompts.schema import ITEM_TYPES, PromptItem, PromptSet, PromptSetHeader
+
+
+def read_prompt_set(path: str | os.PathLike[str]) -> PromptSet:
+    """Read a prompt-set JSONL file; raise :class:`PromptSetError` naming the bad line."""
+    p = Path(path)
+    if not p.is_file():
+        raise PromptSetError(f"prompt set {p} does not exist; pass a JSONL file written by lensft or in the documented format")
+    lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not lines:
+        raise PromptSetError(f"prompt set {p} is empty")
+    try:
+        header = PromptSetHeader.model_validate(json.loads(lines[0]))
+    except (json.JSONDecodeError, ValidationError) as e:
+        raise PromptSetError(f"{p}:1: not a prompt-set header ({_first_error(e)}); the first line must be "
+                             '{"lensft_prompt_set": 1, "name": ..., "version": ..., "kind": ...}') from None
+    item_type = ITEM_TYPES[header.kind]
+    items: list[PromptItem] = []
+    for i, line in enumerate(lines[1:], start=2):
+        try:
+            items.append(item_type.model_validate(json.loads(line)))  # type: ignore[arg-type]
+        except (json.JSONDecodeError, ValidationError) as e:
+            raise PromptSetError(f"{p}:{i}: not a valid {header.kind} item ({_first_error(e)})") from None
+    return PromptSet(header=header, items=items)
+
+
+def write_prompt_set(prompt_set: PromptSet, path: str | os.PathLike[str]) -> Path:
+    """Write a prompt set atomically (temp file + rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(prompt_set.header.model_dump_json() + "\n")
+        for item in prompt_set.items:
+            f.write(item.model_dump_json() + "\n")
+    os.replace(tmp, p)
+    return p
+
+
+def make_prompt_set(name: str, version: str, kind: str, items: Iterable[PromptItem], **header: object) -> PromptSet:
+    """Build a :class:`PromptSet` in memory."""
+    return PromptSet(header=PromptSetHeader(name=name, version=version, kind=kind, **header), items=list(items))  # type: ignore[arg-type]
+
+
+def _first_error(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        return f"{loc}: {err['msg']}" if loc else err["msg"]
+    return str(e).splitlines()[0]
