@@ -1,0 +1,50 @@
+"""Shared fixtures: seeded RNGs and session-scoped pico checkpoints of every supported family."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from lensft.pico import PICO_CONFIGS, build_pico_triple
+from lensft.variants import Variant
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+transformers.logging.disable_progress_bar()
+transformers.logging.set_verbosity_error()
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+#: Families with a pico model (``mistral`` exercises the llama map through another model_type).
+FAMILIES = list(PICO_CONFIGS)
+
+
+@pytest.fixture(autouse=True)
+def seeded() -> None:
+    """Seed python, numpy and torch before every test."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def pico_triples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[Variant, Path]]:
+    """A base/short/long pico triple for every family, built once per session."""
+    root = tmp_path_factory.mktemp("pico")
+    return {fam: build_pico_triple(root / fam, fam, seed=i) for i, fam in enumerate(FAMILIES)}
+
+
+@pytest.fixture(scope="session", params=FAMILIES)
+def family_triple(request: pytest.FixtureRequest, pico_triples: dict[str, dict[Variant, Path]]) -> tuple[str, dict[Variant, Path]]:
+    """(family, triple) for each family in turn."""
+    return request.param, pico_triples[request.param]
+
+
+@pytest.fixture(scope="session")
+def llama_triple(pico_triples: dict[str, dict[Variant, Path]]) -> dict[Variant, Path]:
+    return pico_triples["llama"]
