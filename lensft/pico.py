@@ -96,7 +96,7 @@ def build_pico(out_dir: str | Path, family: str = "llama", seed: int = 0, *,
                max_shard_size: str | None = None, **overrides: Any) -> Path:
     """Save a random pico checkpoint of ``family`` in ``out_dir`` and return the path."""
     tok = tokenizer or build_tokenizer()
-    cfg = pico_config(family, len(tok), **overrides)
+    cfg = pico_config(family, overrides.pop("vocab_size", len(tok)), **overrides)
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     out = Path(out_dir)

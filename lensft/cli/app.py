@@ -11,8 +11,8 @@ import os
 import sys
 from importlib import import_module
 
-import click
 import typer
+from typer.exceptions import TyperException
 from rich.console import Console
 
 from lensft import __version__
@@ -36,14 +36,18 @@ _COMMAND_MODULES = (
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"lensft {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log what lensft does (INFO level)"),
-    version: bool = typer.Option(False, "--version", help="print lensft's version and exit", is_eager=True),
+    version: bool = typer.Option(False, "--version", help="print lensft's version and exit", is_eager=True,
+                                 callback=_print_version),
 ) -> None:
-    if version:
-        typer.echo(f"lensft {__version__}")
-        raise typer.Exit(0)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -65,14 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     except LensftError as e:
         err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
         return _exit(1)
-    except click.exceptions.Exit as e:
-        return _exit(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Exit as e:
+        return _exit(getattr(e, "exit_code", 0))
+    except typer.Abort:
         err_console.print("[bold red]error:[/] aborted", soft_wrap=True)
         return _exit(1)
-    except click.ClickException as e:  # usage errors: bad option values, missing arguments
-        hint = "" if e.__class__ is click.ClickException else " (see --help)"
-        err_console.print(f"[bold red]error:[/] {e.format_message()}{hint}", soft_wrap=True)
+    except TyperException as e:  # usage errors: bad option values, missing arguments
+        if type(e).__name__ == "NoArgsIsHelpError":  # help was printed for a bare command
+            return _exit(0)
+        msg = e.format_message() if hasattr(e, "format_message") else str(e)
+        err_console.print(f"[bold red]error:[/] {msg} (see --help)", soft_wrap=True)
         return _exit(1)
     except KeyboardInterrupt:
         err_console.print("[bold red]error:[/] interrupted", soft_wrap=True)
