@@ -16,30 +16,14 @@ from typing import Any, Mapping, Optional
 
 import torch
 import transformers
-from pydantic import BaseModel, Field
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from lensft import __version__
 from lensft.errors import CheckpointError
 from lensft.families import FamilySpec
+from lensft.provenance import Provenance
 
 log = logging.getLogger(__name__)
-
-
-class Provenance(BaseModel):
-    """Where a model's weights came from.
-
-    ``label`` is a short display name (``short``, ``mha=long,ffn=short`` ...); ``sources`` maps
-    variant names to checkpoint paths; ``graft`` is the graft specification (as a dict) if the
-    model is a graft; ``file_hashes`` maps weight files to sha256 digests where known.
-    """
-
-    label: str
-    sources: dict[str, str] = Field(default_factory=dict)
-    graft: Optional[dict[str, Any]] = None
-    file_hashes: dict[str, str] = Field(default_factory=dict)
-    lensft_version: str = __version__
 
 
 @dataclass

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from lensft import __version__
 from lensft.errors import LensftError
-from lensft.handle import Provenance
+from lensft.provenance import Provenance
 
 RESULT_SCHEMA_VERSION = 1
 

@@ -32,7 +32,9 @@ err_console = Console(stderr=True, highlight=False)
 
 # Each module adds its commands to ``app`` in a ``register(app)`` function.
 _COMMAND_MODULES = (
+    "lensft.cli.organism",
     "lensft.cli.swap",
+    "lensft.cli.probe",
 )
 
 

@@ -10,12 +10,10 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lensft.checkpoints.compat import CompatibilityReport, check_compatibility
-from lensft.checkpoints.triple import load_triple
-from lensft.checkpoints.writer import write_graft
 from lensft.cli.options import BaseOpt, LongOpt, ShortOpt
-from lensft.graft import GraftSpec, plan_graft
 from lensft.variants import Role, Variant
+
+# Library imports (torch, safetensors) happen inside the commands so `lensft --help` stays instant.
 
 console = Console(highlight=False)
 
@@ -43,6 +41,10 @@ def swap(
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
     no_hash: Annotated[bool, typer.Option("--no-hash", help="skip sha256 of the source files in the manifest")] = False,
 ) -> None:
+    from lensft.checkpoints.triple import load_triple
+    from lensft.checkpoints.writer import write_graft
+    from lensft.graft import GraftSpec, plan_graft
+
     spec = GraftSpec.build(mha=mha.value, ffn=ffn.value, host=host.value if host else None, norms=norms,
                            layers=layers, alpha=alpha)
     needed = spec.variants()
@@ -76,7 +78,7 @@ def _bar(what: str):
     return cm()
 
 
-def _print_plan_summary(spec: GraftSpec, plan, n_layers: int, out: str, n_bytes: int) -> None:
+def _print_plan_summary(spec, plan, n_layers: int, out: str, n_bytes: int) -> None:
     t = Table(title=f"graft {spec.label}", title_justify="left")
     t.add_column("role")
     t.add_column("from")
@@ -107,6 +109,9 @@ def inspect(
 
     Pass BASE SHORT LONG, or SHORT LONG without a base.
     """
+    from lensft.checkpoints.compat import check_compatibility
+    from lensft.checkpoints.triple import load_triple
+
     if third is not None:
         base, s, l = short, long, third
     else:
@@ -125,7 +130,7 @@ def inspect(
         raise IncompatibleCheckpoints(err)
 
 
-def _print_report(report: CompatibilityReport) -> None:
+def _print_report(report) -> None:
     console.print(f"[bold]family[/] {report.family}, {report.n_layers} layers")
     for v, p in report.paths.items():
         console.print(f"  {v:5s} {p}")
