@@ -160,3 +160,22 @@ def test_console_script_runs(triple_copy, tmp_path) -> None:
     assert bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
     help_ = subprocess.run(cmd + ["swap", "--help"], capture_output=True, text=True)
     assert help_.returncode == 0 and "--mha long --ffn short" in help_.stdout
+
+
+def test_role_override_and_incompatible_inspect(triple_copy, tmp_path, capsys) -> None:
+    t = triple_copy
+    code, _, err = _run(["swap", "--base", str(t["base"]), "--short", str(t["short"]), "--long", str(t["long"]),
+                         "--mha", "long", "--ffn", "short", "--role", "embed=base", "--out", str(tmp_path / "g")], capsys)
+    assert code == 0, err
+    m = json.loads((tmp_path / "g" / "lensft_manifest.json").read_text())
+    assert m["tensors"]["model.embed_tokens.weight"]["source"] == "base"
+    assert m["tensors"]["model.norm.weight"]["source"] == "short"
+    code, _, err = _run(["swap", "--short", str(t["short"]), "--long", str(t["long"]), "--mha", "long",
+                         "--ffn", "short", "--role", "embed=base", "--out", str(tmp_path / "g2")], capsys)
+    assert code == 1 and "--base" in err and not (tmp_path / "g2").exists()
+    code, _, err = _run(["swap", "--short", str(t["short"]), "--long", str(t["long"]), "--mha", "long",
+                         "--ffn", "short", "--role", "eyes=base", "--out", str(tmp_path / "g3")], capsys)
+    assert code == 1 and "unknown role 'eyes'" in err
+    wide = build_pico(tmp_path / "wide", "llama", seed=9, hidden_size=64)
+    code, out, err = _run(["inspect", str(t["short"]), str(wide)], capsys)
+    assert code == 1 and "hidden_size" in err and "short=32, long=64" in err

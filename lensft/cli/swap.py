@@ -38,6 +38,7 @@ def swap(
     layers: Annotated[Optional[str], typer.Option("--layers", help="apply --mha/--ffn only to layers a..b-1, e.g. 8:24")] = None,
     norms: Annotated[str, typer.Option("--norms", help="'host': norms stay with the host; 'module': each block's norms move with it")] = "host",
     alpha: Annotated[float, typer.Option("--alpha", help="interpolate: (1-alpha)*host + alpha*source; 1 takes the source whole")] = 1.0,
+    role: Annotated[Optional[list[str]], typer.Option("--role", help="set one role's source explicitly, e.g. --role embed=base (repeatable; roles: mha, ffn, attn_norm, ffn_norm, embed, final_norm, lm_head)")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
     no_hash: Annotated[bool, typer.Option("--no-hash", help="skip sha256 of the source files in the manifest")] = False,
 ) -> None:
@@ -45,8 +46,16 @@ def swap(
     from lensft.checkpoints.writer import write_graft
     from lensft.graft import GraftSpec, plan_graft
 
+    overrides = {}
+    for item in role or []:
+        if "=" not in item:
+            from lensft.errors import GraftError
+
+            raise GraftError(f"--role takes ROLE=SOURCE, e.g. embed=base (got {item!r})")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = v.strip()
     spec = GraftSpec.build(mha=mha.value, ffn=ffn.value, host=host.value if host else None, norms=norms,
-                           layers=layers, alpha=alpha)
+                           layers=layers, alpha=alpha, overrides=overrides)
     needed = spec.variants()
     triple = load_triple(
         short=short, long=long,
