@@ -10,12 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import transformers
 
 from lensft.cli.app import main
 from lensft.pico import build_pico, build_tokenizer
-from lensft.variants import Variant
 
 
 def _tree_hash(root: Path) -> dict[str, str]:

@@ -63,6 +63,7 @@ class TensorMeta:
     shape: tuple[int, ...]
     dtype: torch.dtype
     file: str
+    offset: int = -1  #: absolute byte offset of the data in a safetensors file (-1 for .bin)
 
     @property
     def nbytes(self) -> int:
@@ -132,11 +133,10 @@ class CheckpointReader:
         meta = self.tensors.get(name)
         if meta is None:
             raise CheckpointError(f"{self.path} has no tensor {name!r}")
-        handle = self._handle(meta.file)
         try:
             if self.format == "safetensors":
-                return handle.get_tensor(name)
-            return handle[name].clone()
+                return self._read_safetensors(meta)
+            return self._handle(meta.file)[name].clone()
         except Exception as e:  # a shard truncated after opening, a bad read
             raise CheckpointError(f"cannot read tensor {name!r} from {self.path / meta.file}: {e}") from None
 
@@ -149,14 +149,33 @@ class CheckpointReader:
         return dict(self.iter_tensors())
 
     def close(self) -> None:
+        for h in self._handles.values():
+            if hasattr(h, "close"):
+                h.close()
         self._handles.clear()
+
+    def _read_safetensors(self, meta: TensorMeta) -> torch.Tensor:
+        """Read one tensor's bytes with a plain positional read into a fresh buffer.
+
+        safetensors' ``safe_open`` maps the whole file, and every page a read touches then counts
+        towards this process's resident memory until the file is closed: streaming a graft through
+        it holds the whole checkpoint resident. A positional read holds only this tensor.
+        """
+        fh = self._handle(meta.file)
+        buf = bytearray(meta.nbytes)
+        if meta.nbytes:
+            n = os.preadv(fh.fileno(), [buf], meta.offset)
+            if n != meta.nbytes:
+                raise CheckpointError(f"{self.path / meta.file} is truncated: tensor {meta.name!r} is incomplete")
+            return torch.frombuffer(buf, dtype=meta.dtype).reshape(meta.shape)
+        return torch.empty(meta.shape, dtype=meta.dtype)
 
     def _handle(self, file: str) -> Any:
         h = self._handles.get(file)
         if h is None:
             p = self.path / file
             if self.format == "safetensors":
-                h = safe_open(str(p), framework="pt", device="cpu")
+                h = open(p, "rb")
             else:
                 h = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
             self._handles[file] = h
@@ -197,17 +216,19 @@ def open_checkpoint(path: str | os.PathLike[str]) -> CheckpointReader:
         if not f.is_file():
             raise CheckpointError(f"{p} is missing shard {shard} named in its index; re-download or re-save the checkpoint")
         if fmt == "safetensors":
-            _check_safetensors_size(f)
-            try:
-                h = safe_open(str(f), framework="pt", device="cpu")
+            data_start, header = _check_safetensors_size(f)
+            try:  # let safetensors validate the header (offsets, dtypes, overlaps) before we trust it
+                with safe_open(str(f), framework="pt", device="cpu") as h:
+                    names = list(h.keys())
             except Exception as e:
                 raise CheckpointError(f"{f} is not a readable safetensors file ({_one_line(e)}); it may be truncated") from None
-            for name in h.keys():
-                sl = h.get_slice(name)
-                dt = SAFETENSORS_DTYPES.get(sl.get_dtype())
+            for name in names:
+                info = header[name]
+                dt = SAFETENSORS_DTYPES.get(info["dtype"])
                 if dt is None:
-                    raise CheckpointError(f"{f}: tensor {name!r} has unsupported dtype {sl.get_dtype()}")
-                tensors[name] = TensorMeta(name, tuple(sl.get_shape()), dt, shard)
+                    raise CheckpointError(f"{f}: tensor {name!r} has unsupported dtype {info['dtype']}")
+                tensors[name] = TensorMeta(name, tuple(info["shape"]), dt, shard, data_start + info["data_offsets"][0])
+            continue
         else:
             try:
                 sd = torch.load(str(f), map_location="cpu", weights_only=True, mmap=True)
@@ -215,8 +236,7 @@ def open_checkpoint(path: str | os.PathLike[str]) -> CheckpointReader:
                 raise CheckpointError(f"{f} is not a readable torch checkpoint ({_one_line(e)}); lensft loads .bin files only with weights_only=True") from None
             for name, t in sd.items():
                 tensors[name] = TensorMeta(name, tuple(t.shape), t.dtype, shard)
-            h = sd
-        handles[shard] = h
+            handles[shard] = sd
 
     reader = CheckpointReader(p, config, family, tensors, fmt, shards, handles)
     _check_against_family(reader)
@@ -243,8 +263,11 @@ def _find_weight_files(p: Path) -> tuple[str, list[str]]:
     )
 
 
-def _check_safetensors_size(f: Path) -> None:
-    """Refuse a truncated file before safetensors maps it: header length + data must fit."""
+def _check_safetensors_size(f: Path) -> tuple[int, dict[str, Any]]:
+    """Refuse a truncated file before safetensors maps it: header length + data must fit.
+
+    Returns the byte offset where tensor data starts and the parsed header.
+    """
     size = f.stat().st_size
     with open(f, "rb") as fh:
         head = fh.read(8)
@@ -260,6 +283,7 @@ def _check_safetensors_size(f: Path) -> None:
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
         raise CheckpointError(f"{f} is truncated: its header needs {8 + n + end} bytes but the file has {size}")
+    return 8 + n, header
 
 
 def _check_against_family(reader: CheckpointReader) -> None:
