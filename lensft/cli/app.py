@@ -35,6 +35,7 @@ _COMMAND_MODULES = (
     "lensft.cli.organism",
     "lensft.cli.swap",
     "lensft.cli.probe",
+    "lensft.cli.study",
 )
 
 

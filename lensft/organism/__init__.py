@@ -6,7 +6,13 @@ synthetic world, then SFT arms on short-context data, long-context data and mixt
 :mod:`lensft.organism.build` for the directory layout and :mod:`lensft.organism.config` for presets.
 """
 
-from lensft.organism.build import OrganismBuild, arm_name, build, default_cache_dir, load
+from lensft.organism.build import (
+    OrganismBuild,
+    arm_name,
+    build,
+    default_cache_dir,
+    load,
+)
 from lensft.organism.config import PRESETS, OrganismConfig, preset
 
-__all__ = ["OrganismBuild", "OrganismConfig", "PRESETS", "arm_name", "build", "default_cache_dir", "load", "preset"]
+__all__ = ["PRESETS", "OrganismBuild", "OrganismConfig", "arm_name", "build", "default_cache_dir", "load", "preset"]

@@ -26,7 +26,6 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
@@ -38,7 +37,13 @@ from lensft.organism.evalsets import write_eval_sets
 from lensft.organism.packing import pack
 from lensft.organism.sft_data import arm_sequences, make_pool
 from lensft.organism.tokenizer import save_tokenizer, train_tokenizer
-from lensft.organism.training import ProgressFn, make_model, save_checkpoint, tokens_per_second, train
+from lensft.organism.training import (
+    ProgressFn,
+    make_model,
+    save_checkpoint,
+    tokens_per_second,
+    train,
+)
 from lensft.organism.world import World, make_world
 
 log = logging.getLogger(__name__)
@@ -91,12 +96,12 @@ class OrganismBuild:
 
 
 class _Builder:
-    def __init__(self, cfg: OrganismConfig, root: Path, progress: Optional[ProgressFn]):
+    def __init__(self, cfg: OrganismConfig, root: Path, progress: ProgressFn | None):
         self.cfg, self.root, self.progress = cfg, root, progress
         self.stages: dict[str, dict] = {}
-        self._world: Optional[World] = None
-        self._tokenizer: Optional[PreTrainedTokenizerBase] = None
-        self._cpt: Optional[float] = None
+        self._world: World | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._cpt: float | None = None
 
     def rng(self, stream: int, *extra: int) -> np.random.Generator:
         return np.random.default_rng(np.random.SeedSequence([self.cfg.seed, stream, *extra]))
@@ -118,9 +123,9 @@ class _Builder:
                 _write_json(path, self._world.to_json())
         return self._world
 
-    def corpus_docs(self, tokenizer: Optional[PreTrainedTokenizerBase]) -> list[str]:
-        rng = self.rng(_CORPUS)
-        maker = CorpusMaker(self.world, self.cfg.corpus, rng)
+    def corpus_docs(self) -> list[str]:
+        """The first chunk of the pretraining corpus (the tokenizer's training text)."""
+        maker = CorpusMaker(self.world, self.cfg.corpus, self.rng(_CORPUS))
         return maker.documents(int(self.cfg.pretrain.tokens * 1.2))
 
     def tokenizer(self) -> PreTrainedTokenizerBase:
@@ -128,7 +133,7 @@ class _Builder:
             path = self.root / "tokenizer"
             if not (path / "tokenizer.json").exists():
                 t0 = time.perf_counter()
-                docs = self.corpus_docs(None)
+                docs = self.corpus_docs()
                 tok = train_tokenizer(docs, self.cfg.model.vocab_size)
                 tmp = self.root / ".tokenizer.tmp"
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -167,18 +172,21 @@ class _Builder:
         tok = self.tokenizer()
         t0 = time.perf_counter()
         pt = self.cfg.pretrain
-        enc = tok.backend_tokenizer.encode_batch(self.corpus_docs(tok), add_special_tokens=True)
+        maker = CorpusMaker(self.world, self.cfg.corpus, self.rng(_CORPUS))
         seqs, masks, total = [], [], 0
-        for e in enc:  # cut the corpus at the token budget
-            ids = np.asarray(e.ids[: pt.seq_len], dtype=np.int64)[: pt.tokens - total]
-            if len(ids) < 2:
-                break
-            m = np.ones(len(ids), dtype=bool)
-            m[0] = False  # never predict a document's BOS from the previous packed document
-            seqs.append(ids)
-            masks.append(m)
-            total += len(ids)
-        packed = pack(seqs, masks, pt.seq_len, tok.pad_token_id, self.rng(_PRETRAIN_PACK))
+        while total < pt.tokens:  # the first chunk is the tokenizer's training text
+            docs = maker.documents(int(pt.tokens * 1.2) if not seqs else max(1000, pt.tokens - total))
+            for e in tok.backend_tokenizer.encode_batch(docs, add_special_tokens=True):
+                ids = np.asarray(e.ids[: pt.seq_len], dtype=np.int64)[: pt.tokens - total]
+                if len(ids) < 2:
+                    break
+                m = np.ones(len(ids), dtype=bool)
+                m[0] = False  # never predict a document's BOS from the previous packed document
+                seqs.append(ids)
+                masks.append(m)
+                total += len(ids)
+        packed = pack(seqs, masks, (pt.short_seq_len, pt.seq_len), pt.batch_tokens, tok.pad_token_id,
+                      self.rng(_PRETRAIN_PACK))
         self._timed("pretrain_data", t0, tokens=packed.n_tokens, rows=packed.n_rows)
         t0 = time.perf_counter()
         model = make_model(self.cfg.model, tok, self.cfg.seed)
@@ -199,15 +207,16 @@ class _Builder:
         base, tok = self.base(), self.tokenizer()
         sft = self.cfg.sft
         t0 = time.perf_counter()
-        common = dict(tokenizer=tok, budget=sft.train.tokens, chars_per_token=self.chars_per_token(),
-                      max_len=sft.train.seq_len)
+        common = {"tokenizer": tok, "budget": sft.train.tokens, "chars_per_token": self.chars_per_token(),
+                  "max_len": sft.train.seq_len}
         short = make_pool(self.world, sft, rng=self.rng(_SFT_SHORT), long=False, **common)
         long = make_pool(self.world, sft, rng=self.rng(_SFT_LONG), long=True, **common)
         self._timed("sft_data", t0, short_examples=len(short.ids), long_examples=len(long.ids))
         for m in todo:
             t0 = time.perf_counter()
             ids, masks, stats = arm_sequences(short, long, m, sft.train.tokens)
-            packed = pack(ids, masks, sft.train.seq_len, tok.pad_token_id, self.rng(_SFT_PACK, int(round(m * 10000))))
+            packed = pack(ids, masks, (sft.train.short_seq_len, sft.train.seq_len), sft.train.batch_tokens,
+                          tok.pad_token_id, self.rng(_SFT_PACK, round(m * 10000)))
             model = AutoModelForCausalLM.from_pretrained(str(base), dtype="float32")
             name = arm_name(m)
             history = train(model, packed, sft.train, seed=self.cfg.seed, num_threads=self.cfg.num_threads,
@@ -220,9 +229,9 @@ class _Builder:
         return paths
 
 
-def build(config_or_preset: ConfigOrPreset = "quick", *, seed: Optional[int] = None,
-          mixes: Optional[list[float]] = None, out: Optional[os.PathLike[str] | str] = None,
-          rebuild: bool = False, progress: Optional[ProgressFn] = None) -> OrganismBuild:
+def build(config_or_preset: ConfigOrPreset = "quick", *, seed: int | None = None,
+          mixes: list[float] | None = None, out: os.PathLike[str] | str | None = None,
+          rebuild: bool = False, progress: ProgressFn | None = None) -> OrganismBuild:
     """Build the organism (or return the cached build) and return the paths of everything.
 
     Args:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -53,8 +52,9 @@ class TrainConfig(_Frozen):
     """One training stage: fixed token budget, AdamW, warmup + cosine decay, clipping."""
 
     tokens: int = Field(description="token budget of the stage (non-padding tokens seen)")
-    seq_len: int = Field(description="packed row length in tokens")
-    batch_rows: int = Field(8, description="rows per optimiser step")
+    seq_len: int = Field(description="longest packed row in tokens (long documents)")
+    short_seq_len: int = Field(256, description="row length for sequences that fit in it (cheaper attention)")
+    batch_tokens: int = Field(4096, description="tokens per optimiser step (rows of one length)")
     lr: float = 2e-3
     min_lr_ratio: float = 0.1
     warmup_ratio: float = 0.05
@@ -69,7 +69,7 @@ class CorpusConfig(_Frozen):
     long_doc_fraction: float = Field(0.25, ge=0.0, le=1.0, description="fraction of documents that are long")
     long_doc_tokens: int = Field(1024, description="a long document runs up to this many tokens")
     chat_fraction: float = Field(0.25, ge=0.0, le=1.0, description="fraction of documents that are chat Q/A")
-    arithmetic_fraction: float = Field(0.1, ge=0.0, le=1.0, description="fraction of documents of sums")
+    arithmetic_fraction: float = Field(0.05, ge=0.0, le=1.0, description="fraction of documents of sums")
 
 
 class SftConfig(_Frozen):
@@ -118,7 +118,7 @@ class OrganismConfig(_Frozen):
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def with_overrides(self, *, seed: int | None = None, mixes: "list[float] | tuple[float, ...] | None" = None) -> "OrganismConfig":
+    def with_overrides(self, *, seed: int | None = None, mixes: list[float] | tuple[float, ...] | None = None) -> OrganismConfig:
         """A copy with a different seed and/or mix list."""
         update: dict = {}
         if seed is not None:
@@ -136,8 +136,8 @@ def _preset_test() -> OrganismConfig:
         model=ModelConfig(hidden_size=32, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=64,
                           vocab_size=512, max_position_embeddings=512),
         corpus=CorpusConfig(long_doc_tokens=256),
-        pretrain=TrainConfig(tokens=12_000, seq_len=256, batch_rows=4, lr=3e-3),
-        sft=SftConfig(train=TrainConfig(tokens=6_000, seq_len=256, batch_rows=4, lr=1e-3),
+        pretrain=TrainConfig(tokens=12_000, seq_len=256, short_seq_len=64, batch_tokens=1024, lr=3e-3),
+        sft=SftConfig(train=TrainConfig(tokens=20_000, seq_len=256, short_seq_len=64, batch_tokens=1024, lr=1e-3),
                       long_context_tokens=(80, 200)),
         eval=EvalConfig(n_per_task=6, n_needle=6, needle_context_tokens=(32, 128), n_conflict=6),
         mixes=(0.5,),
@@ -145,15 +145,15 @@ def _preset_test() -> OrganismConfig:
 
 
 def _preset_quick() -> OrganismConfig:
-    """A small organism that builds in under 3 minutes on 2 cores."""
+    """A small organism that builds in under 3 minutes on 2 cores (a smaller world, same shape)."""
     return OrganismConfig(
         name="quick",
-        world=WorldConfig(n_countries=6, n_cities=16, n_companies=8, n_people=40),
+        world=WorldConfig(n_countries=4, n_cities=10, n_companies=6, n_people=24),
         model=ModelConfig(hidden_size=128, n_layers=4, n_heads=4, n_kv_heads=2, intermediate_size=352,
                           vocab_size=1024, max_position_embeddings=2048),
         corpus=CorpusConfig(long_doc_tokens=1024, long_doc_fraction=0.2),
-        pretrain=TrainConfig(tokens=700_000, seq_len=1024, batch_rows=8, lr=3e-3),
-        sft=SftConfig(train=TrainConfig(tokens=120_000, seq_len=1024, batch_rows=8, lr=1e-3),
+        pretrain=TrainConfig(tokens=800_000, seq_len=1024, batch_tokens=2048, lr=3e-3),
+        sft=SftConfig(train=TrainConfig(tokens=60_000, seq_len=1024, batch_tokens=2048, lr=1e-3),
                       long_context_tokens=(300, 900)),
         eval=EvalConfig(n_per_task=60, n_needle=40, n_conflict=60),
         mixes=(0.5,),
@@ -164,12 +164,12 @@ def _preset_full() -> OrganismConfig:
     """The default organism: base + short + long + three hybrids in under 20 minutes on 2 cores."""
     return OrganismConfig(
         name="full",
-        world=WorldConfig(n_countries=12, n_cities=36, n_companies=16, n_people=120),
-        model=ModelConfig(hidden_size=192, n_layers=6, n_heads=6, n_kv_heads=2, intermediate_size=512,
-                          vocab_size=2048, max_position_embeddings=2048),
+        world=WorldConfig(n_countries=8, n_cities=24, n_companies=12, n_people=80),
+        model=ModelConfig(hidden_size=128, n_layers=6, n_heads=4, n_kv_heads=2, intermediate_size=384,
+                          vocab_size=1536, max_position_embeddings=2048),
         corpus=CorpusConfig(long_doc_tokens=1280, long_doc_fraction=0.2),
-        pretrain=TrainConfig(tokens=2_000_000, seq_len=1280, batch_rows=8, lr=2e-3),
-        sft=SftConfig(train=TrainConfig(tokens=250_000, seq_len=1280, batch_rows=8, lr=5e-4),
+        pretrain=TrainConfig(tokens=5_400_000, seq_len=1280, batch_tokens=2048, lr=3e-3),
+        sft=SftConfig(train=TrainConfig(tokens=150_000, seq_len=1280, batch_tokens=2048, lr=1e-3),
                       long_context_tokens=(300, 1100)),
         eval=EvalConfig(n_per_task=100, n_needle=60, n_conflict=100),
         mixes=(0.25, 0.5, 0.75),
@@ -187,7 +187,7 @@ def preset(name: str) -> OrganismConfig:
         raise LensftError(f"unknown organism preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 
 
-ConfigOrPreset = Union[OrganismConfig, str]
+ConfigOrPreset = OrganismConfig | str
 
 
 def resolve(config_or_preset: ConfigOrPreset) -> OrganismConfig:

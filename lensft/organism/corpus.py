@@ -65,9 +65,9 @@ class CorpusMaker:
         n = 0
         while n < target:
             r = self.rng.random()
-            if r < 0.5:
+            if r < 0.7:
                 s = self.bio()
-            elif r < 0.8 or not events:
+            elif r < 0.9 or not events:
                 s = self._event()
                 events.append(s)
             else:
@@ -79,8 +79,8 @@ class CorpusMaker:
     def chat_doc(self) -> str:
         turns = []
         for _ in range(int(self.rng.integers(2, 7))):
-            task = self._pick(["fact_recall"] * 3 + ["arithmetic", "cloze", "reading"])
-            ex = self.train_tasks.make(task, None, yes_no_prob=0.3)
+            task = self._pick(["fact_recall"] * 6 + ["arithmetic", "cloze", "reading"])
+            ex = self.train_tasks.make(task, None, yes_no_prob=0.2)
             turns.append((ex.prompt, ex.answer))
         return chat_text(turns)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lensft.organism import templates as T
 from lensft.organism.config import EvalConfig
 from lensft.organism.tasks import TASKS, TaskMaker
-from lensft.organism import templates as T
 from lensft.organism.world import World
 from lensft.prompts.io import make_prompt_set, write_prompt_set
 from lensft.prompts.schema import ConflictItem, NeedleItem, Span, TaskItem

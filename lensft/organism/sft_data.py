@@ -90,7 +90,7 @@ def take(pool: Pool, n_tokens: int) -> int:
 
 def arm_sequences(short: Pool, long: Pool, long_fraction: float, budget: int) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
     """The examples of the arm with ``long_fraction`` of its budget from the long pool."""
-    n_long = take(long, int(round(long_fraction * budget)))
+    n_long = take(long, round(long_fraction * budget))
     n_short = 0 if long_fraction >= 1.0 else take(short, budget - int(long.lengths[:n_long].sum()))
     ids = short.ids[:n_short] + long.ids[:n_long]
     masks = short.masks[:n_short] + long.masks[:n_long]

@@ -208,7 +208,7 @@ class TaskMaker:
             s = self.world_sentence()
             filler.append(s)
             n += len(s) + 1
-        at = int(round(depth * len(filler)))
+        at = round(depth * len(filler))
         before = " ".join(filler[:at])
         prefix = before + (" " if before else "")
         haystack = prefix + needle + (" " + " ".join(filler[at:]) if filler[at:] else "")
@@ -218,11 +218,16 @@ class TaskMaker:
                 "depth": depth, "person": p}
 
     def conflict(self, fact: Fact) -> dict:
-        """A counterfactual context for ``fact`` with the open and yes/no questions."""
+        """A counterfactual context for ``fact`` with the open and yes/no questions.
+
+        The yes/no question names the memorised object or the context's (half each);
+        ``yn_label`` is the answer under memory, as in the paper's probe.
+        """
         cf = self._pick([c for c in self.world.candidates(fact.relation) if c != fact.obj])
         context = f"{self._pick(T.CONFLICT_INTROS)} {T.statement(fact, self.rng, obj=cf)}"
         q = T.question(fact, self.rng)
+        ask_memory = bool(self.rng.random() < 0.5)  # half ask about the memorised object, half the context's
         return {"context": context, "question": q, "prompt": f"{context}\n{q}", "closed_book_prompt": q,
                 "memory_answer": fact.obj, "context_answer": cf,
-                "yn_prompt": f"{context}\n{T.yes_no(fact, fact.obj)}", "yn_label": True,
+                "yn_prompt": f"{context}\n{T.yes_no(fact, fact.obj if ask_memory else cf)}", "yn_label": ask_memory,
                 "domain": T.CONFLICT_DOMAIN[fact.relation]}

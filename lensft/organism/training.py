@@ -14,12 +14,17 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+)
 
 from lensft.organism.config import ModelConfig, TrainConfig
 from lensft.organism.packing import Packed
@@ -67,8 +72,8 @@ def _lr_lambda(total: int, warmup: int, min_ratio: float) -> Callable[[int], flo
 
 
 def train(model: LlamaForCausalLM, data: Packed, cfg: TrainConfig, *, seed: int, num_threads: int,
-          stage: str = "train", progress: Optional[ProgressFn] = None) -> list[dict]:
-    """One pass over ``data`` in batches of ``cfg.batch_rows`` rows; returns the per-step log.
+          stage: str = "train", progress: ProgressFn | None = None) -> list[dict]:
+    """One pass over the batches of ``data``; returns the per-step log.
 
     Each log entry: ``step``, ``loss`` (mean cross-entropy in nats over labelled tokens), ``lr``,
     ``tokens`` (non-padding tokens seen so far), ``elapsed_s``.
@@ -79,26 +84,24 @@ def train(model: LlamaForCausalLM, data: Packed, cfg: TrainConfig, *, seed: int,
         no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
-        steps = max(1, math.ceil(data.n_rows / cfg.batch_rows))
-        warmup = max(1, int(round(cfg.warmup_ratio * steps)))
+        steps = len(data.batches)
+        warmup = max(1, round(cfg.warmup_ratio * steps))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, warmup, cfg.min_lr_ratio))
-        ids = torch.from_numpy(data.input_ids)
-        labels = torch.from_numpy(data.labels)
-        pos = torch.from_numpy(data.position_ids)
         pad = int(model.config.pad_token_id)
         history: list[dict] = []
         seen = 0
         t0 = time.perf_counter()
         model.train()
-        for step in range(steps):
-            sl = slice(step * cfg.batch_rows, (step + 1) * cfg.batch_rows)
-            out = model(input_ids=ids[sl], position_ids=pos[sl], labels=labels[sl])
+        for step, batch in enumerate(data.batches):
+            ids = torch.from_numpy(batch.input_ids)
+            out = model(input_ids=ids, position_ids=torch.from_numpy(batch.position_ids),
+                        labels=torch.from_numpy(batch.labels))
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            seen += int((ids[sl] != pad).sum())
+            seen += int((ids != pad).sum())
             loss = float(out.loss.detach())
             history.append({"step": step + 1, "loss": round(loss, 5), "lr": sched.get_last_lr()[0],
                             "tokens": seen, "elapsed_s": round(time.perf_counter() - t0, 3)})
@@ -124,8 +127,7 @@ def save_checkpoint(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
     GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                      pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=16).save_pretrained(str(tmp))
     with open(tmp / "training_log.jsonl", "w", encoding="utf-8") as f:
-        for row in history:
-            f.write(json.dumps(row) + "\n")
+        f.writelines(json.dumps(row) + "\n" for row in history)
     (tmp / "organism.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
     if path.exists():
         shutil.rmtree(path)

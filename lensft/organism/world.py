@@ -140,7 +140,7 @@ def make_world(cfg: WorldConfig, seed: int) -> World:
 
     heldout: set[str] = set()
     for group in (people, cities, countries, companies):
-        k = max(1, int(round(cfg.heldout_fraction * len(group))))
+        k = max(1, round(cfg.heldout_fraction * len(group)))
         heldout.update(str(x) for x in rng.choice(np.array(group, dtype=object), size=k, replace=False))
     return World(countries, cities, companies, people, city_country, capital, headquarters,
                  birthplace, birth_year, employer, heldout)

@@ -55,6 +55,7 @@ class AttentionCollector:
         chunk_q, chunk_k: streaming block sizes.
         output: ``"streamed"`` (output from the same pass) or ``"sdpa"`` (torch kernel + stats pass).
         keep_per_query: also keep every layer's :class:`AttentionStats` (tests, short inputs).
+        top1: find each query's most attended key (:attr:`last_top1`; retrieval scoring).
 
     Set :attr:`query_start` to the absolute position of the first query before each forward
     (0 for a prefill, the number of cached tokens for a decode step).
@@ -62,8 +63,9 @@ class AttentionCollector:
 
     def __init__(self, n_layers: int, n_heads: int, *, layer_of: Mapping[int, int] | None = None,
                  phases: Mapping[str, Sequence[tuple[int, int]]] | None = None,
-                 key_spans: Mapping[str, tuple[int, int]] | None = None, chunk_q: int = 512, chunk_k: int = 512,
-                 output: Literal["streamed", "sdpa"] = "streamed", keep_per_query: bool = False) -> None:
+                 key_spans: Mapping[str, tuple[int, int]] | None = None, chunk_q: int = 128, chunk_k: int = 1024,
+                 output: Literal["streamed", "sdpa"] = "streamed", keep_per_query: bool = False,
+                 top1: bool = True) -> None:
         self.n_layers = n_layers
         self.n_heads = n_heads
         self.layer_of = dict(layer_of or {})
@@ -73,6 +75,7 @@ class AttentionCollector:
         self.chunk_k = chunk_k
         self.output = output
         self.keep_per_query = keep_per_query
+        self.top1 = top1
         self.query_start = 0
         self.fields = STAT_FIELDS + tuple(f"mass_{s}" for s in self.key_spans)
         #: sums over queries: [phase, layer, head, field] (float64) and query counts [phase, layer, head]
@@ -144,7 +147,8 @@ def lensft_attention_forward(
         query, key, value if streamed_output else None, scaling=scaling, attention_mask=attention_mask,
         causal=causal, sliding_window=sliding_window, softcap=softcap, s_aux=s_aux, query_start=q_start,
         key_spans=col.key_spans if col is not None else None,
-        chunk_q=col.chunk_q if col is not None else 512, chunk_k=col.chunk_k if col is not None else 512,
+        chunk_q=col.chunk_q if col is not None else 128, chunk_k=col.chunk_k if col is not None else 1024,
+        top1=col.top1 if col is not None else False,
     )
     if col is not None:
         col.add(col.layer_index(module), stats)

@@ -15,12 +15,14 @@ when the model soft-caps logits) and the model's mask:
 - ``output`` (optional): ``sum_j alpha_ij v_j``, the layer's attention output.
 
 The softmax is evaluated with an online log-sum-exp (as flash attention does): for each query
-the running maximum ``m``, ``Z = sum exp(s - m)`` and ``A = sum exp(s - m) (s - m)`` are rescaled
-whenever ``m`` grows, and ``S = log Z - A / Z`` at the end. Every linear functional of
-``exp(s - m)`` (``Z``, positions, span indicators, values) comes out of one matmul with an
-augmented value matrix. Memory is ``O(chunk_q * chunk_k)`` per head on top of the inputs, so
-linear in the sequence length; chunks entirely above the causal diagonal or outside a sliding
-window are skipped.
+the running maximum ``m`` and the sums ``Z = sum exp(s - m)``, ``A = sum exp(s - m) s`` are
+rescaled whenever ``m`` grows, and ``S = log Z + m - A / Z`` at the end. Every linear functional
+of ``p = exp(s - m)`` (``Z``, positions, span indicators, values, and ``A`` itself, since
+``sum_j p_j s_j = scale * q . sum_j p_j k_j`` when logits are not soft-capped) comes out of one
+matmul of ``p`` with an augmented value matrix ``[v | k | 1 | pos | sink | spans]``; with
+soft-capping or an additive float mask ``A`` is summed element-wise instead. Memory is
+``O(chunk_q * chunk_k)`` per head on top of the inputs, so linear in the sequence length;
+blocks entirely above the causal diagonal or outside a sliding window are skipped.
 
 Positions: query ``i`` sits at absolute position ``query_start + i``; keys end where the queries
 end (self-attention with a KV cache, possibly cropped by a sliding-window cache), so key ``j``
@@ -50,7 +52,7 @@ class AttentionStats:
     distance: Float[Tensor, "batch head query"]
     sink: Float[Tensor, "batch head query"]
     span_mass: Float[Tensor, "span batch head query"]
-    top1: Int[Tensor, "batch head query"]
+    top1: Int[Tensor, "batch head query"]  # -1 where not computed or nothing visible
     query_positions: Int[Tensor, " query"]
     span_names: tuple[str, ...] = ()
     output: Optional[Float[Tensor, "batch head query dim"]] = field(default=None, repr=False)
@@ -81,8 +83,9 @@ def streaming_attention_stats(
     s_aux: Optional[Float[Tensor, " head"]] = None,
     query_start: Optional[int] = None,
     key_spans: Optional[Mapping[str, tuple[int, int]]] = None,
-    chunk_q: int = 512,
-    chunk_k: int = 512,
+    top1: bool = True,
+    chunk_q: int = 128,
+    chunk_k: int = 1024,
 ) -> AttentionStats:
     """Streamed attention statistics of one layer.
 
@@ -101,17 +104,24 @@ def streaming_attention_stats(
         s_aux: per-head sink logit that takes softmax mass but is not a key (gpt-oss).
         query_start: absolute position of the first query (default ``n_key - n_query``).
         key_spans: ``name -> (start, end)`` absolute key positions for ``span_mass``.
+        top1: also find the most attended key (costs an arg-max per block).
         chunk_q, chunk_k: block sizes; peak extra memory is about
-            ``4 * batch * n_heads * chunk_q * chunk_k`` floats.
+            ``3 * batch * n_heads * chunk_q * chunk_k`` floats.
 
     Returns:
         :class:`AttentionStats`; rows with no visible key get NaN statistics, top1 ``-1`` and
-        a zero output.
+        a zero output; ``top1`` is all ``-1`` when not requested.
+
+    Without soft-capping or an additive float mask, ``sum_j p_j s_j`` (needed for the entropy)
+    is ``scale * q . sum_j p_j k_j``, so it rides along in the matmul with the values instead of
+    costing an element-wise pass over the block.
     """
     b, h, nq, d = query.shape
     _, hkv, nk, _ = key.shape
     if h % hkv:
         raise ValueError(f"{h} query heads do not divide into {hkv} kv heads")
+    if attention_mask is not None and attention_mask.dim() != 4:
+        raise ValueError(f"attention_mask must be 4-D [batch, 1|heads, query, key], got {tuple(attention_mask.shape)}")
     g = h // hkv
     scale = float(scaling) if scaling is not None else d**-0.5
     q_start = nk - nq if query_start is None else int(query_start)
@@ -119,137 +129,151 @@ def streaming_attention_stats(
     names, spans = _as_spans(key_spans)
     dev = query.device
     f32 = torch.float32
-
     bool_mask = attention_mask is not None and attention_mask.dtype == torch.bool
     float_mask = attention_mask is not None and not bool_mask
-    if attention_mask is not None and attention_mask.dim() != 4:
-        raise ValueError(f"attention_mask must be 4-D [batch, 1|heads, query, key], got {tuple(attention_mask.shape)}")
+    elementwise = softcap is not None or float_mask  # entropy term needs the logits themselves
 
-    # outputs
+    # augmented values shared by all query blocks: [v | k (linear path) | 1 | pos | is_sink | spans]
+    k_all = torch.arange(k_start, k_start + nk, device=dev)
+    cols = [torch.ones(nk, device=dev, dtype=f32), k_all.to(f32), (k_all == 0).to(f32)]
+    cols += [((k_all >= a) & (k_all < e)).to(f32) for a, e in spans]
+    extra = torch.stack(cols, dim=-1).expand(b, hkv, nk, len(cols))
+    parts = ([value.to(f32)] if value is not None else []) + ([] if elementwise else [key.to(f32)]) + [extra]
+    aug = torch.cat(parts, dim=-1)
+    vd = value.shape[-1] if value is not None else 0
+    kd = 0 if elementwise else d
+    iz = vd + kd  # column of Z in the accumulator
+    width = aug.shape[-1]
+
     entropy = torch.empty(b, h, nq, dtype=f32, device=dev)
     n_vis = torch.empty(b, h, nq, dtype=f32, device=dev)
     distance = torch.empty(b, h, nq, dtype=f32, device=dev)
     sink = torch.empty(b, h, nq, dtype=f32, device=dev)
     span_mass = torch.empty(len(spans), b, h, nq, dtype=f32, device=dev)
-    top1 = torch.empty(b, h, nq, dtype=torch.long, device=dev)
-    vd = value.shape[-1] if value is not None else 0
+    top1_out = torch.full((b, h, nq), -1, dtype=torch.long, device=dev)
     out = torch.empty(b, h, nq, vd, dtype=f32, device=dev) if value is not None else None
-    n_extra = 3 + len(spans)  # ones, position, sink indicator, spans
+    keys_t = key.to(f32).transpose(-1, -2)  # [b, hkv, d, nk]
 
     for qs in range(0, nq, chunk_q):
         qe = min(nq, qs + chunk_q)
         cq = qe - qs
         q_pos = torch.arange(q_start + qs, q_start + qe, device=dev)
-        # [b, hkv, g*cq, d]
-        qc = query[:, :, qs:qe].to(f32).reshape(b, hkv, g, cq, d).reshape(b, hkv, g * cq, d)
-        # key index range that can be visible
+        qc = query[:, :, qs:qe].to(f32) * scale  # scaled queries, [b, h, cq, d]
+        qg = qc.reshape(b, hkv, g * cq, d)
         lo, hi = 0, nk
         if attention_mask is None:
             if causal:
-                hi = min(nk, q_start + qe - 1 - k_start + 1)
+                hi = min(nk, q_start + qe - k_start)
             if sliding_window is not None:
                 lo = max(0, q_start + qs - sliding_window + 1 - k_start)
         m = torch.full((b, hkv, g, cq), -math.inf, dtype=f32, device=dev)
-        acc = torch.zeros(b, hkv, g, cq, vd + n_extra, dtype=f32, device=dev)  # [out | Z | pos | sink | spans]
-        ent_a = torch.zeros(b, hkv, g, cq, dtype=f32, device=dev)  # sum p (s - m)
+        acc = torch.zeros(b, hkv, g, cq, width, dtype=f32, device=dev)
+        ent_a = torch.zeros(b, hkv, g, cq, dtype=f32, device=dev) if elementwise else None  # sum p (s - m)
         cnt = torch.zeros(b, hkv, g, cq, dtype=f32, device=dev)
-        best = torch.full((b, hkv, g, cq), -math.inf, dtype=f32, device=dev)
-        best_i = torch.full((b, hkv, g, cq), -1, dtype=torch.long, device=dev)
+        best = torch.full((b, hkv, g, cq), -math.inf, dtype=f32, device=dev) if top1 else None
+        best_i = torch.full((b, hkv, g, cq), -1, dtype=torch.long, device=dev) if top1 else None
         for ks in range(lo, hi, chunk_k):
             ke = min(hi, ks + chunk_k)
             ck = ke - ks
-            k_pos = torch.arange(k_start + ks, k_start + ke, device=dev)
-            # visibility [b|1, 1, 1, cq, ck] or None (all visible)
-            vis: Optional[Tensor] = None
+            vis: Optional[Tensor] = None  # [b|1, hkv|1, g|1, cq, ck]; None = all visible
             bias: Optional[Tensor] = None
             if attention_mask is None:
-                rel = q_pos[:, None] - k_pos[None, :]
+                k_pos = k_all[ks:ke]
                 conds = []
                 if causal and k_start + ke - 1 > q_start + qs:
-                    conds.append(rel >= 0)
+                    conds.append(q_pos[:, None] >= k_pos[None, :])
                 if sliding_window is not None and (q_start + qe - 1) - (k_start + ks) >= sliding_window:
-                    conds.append(rel < sliding_window)
+                    conds.append(q_pos[:, None] - k_pos[None, :] < sliding_window)
                 if conds:
-                    vis = conds[0] if len(conds) == 1 else conds[0] & conds[1]
-                    vis = vis[None, None, None]
+                    vis = (conds[0] if len(conds) == 1 else conds[0] & conds[1])[None, None, None]
             else:
                 mc = attention_mask[:, :, qs:qe, ks:ke]
                 mc = mc[:, :, None] if mc.shape[1] == 1 else mc.reshape(mc.shape[0], hkv, g, cq, ck)
                 if bool_mask:
-                    if not bool(mc.any()):
-                        continue
                     vis = mc
                 else:
                     bias = mc.to(f32)
                     vis = bias > torch.finfo(f32).min / 2
-                    if not bool(vis.any()):
-                        continue
-            kc = key[:, :, ks:ke].to(f32)
-            s = torch.matmul(qc, kc.transpose(-1, -2)).view(b, hkv, g, cq, ck).mul_(scale)
+                if not bool(vis.any()):
+                    continue
+            s = torch.matmul(qg, keys_t[:, :, :, ks:ke]).view(b, hkv, g, cq, ck)
             if softcap is not None:
                 s = torch.tanh(s.div_(softcap)).mul_(softcap)
             if bias is not None:
-                s = s + bias
+                s = s.add_(bias)
             if vis is not None:
-                s = s.masked_fill(~vis, -math.inf)
+                s = s.masked_fill_(~vis, -math.inf)
                 cnt += vis.sum(-1, dtype=f32)
             else:
                 cnt += ck
-            cmax, carg = s.max(dim=-1)
-            better = cmax > best
-            best = torch.where(better, cmax, best)
-            best_i = torch.where(better, carg + (k_start + ks), best_i)
+            if top1:
+                cmax, carg = s.max(dim=-1)
+                better = cmax > best
+                best = torch.where(better, cmax, best)
+                best_i = torch.where(better, carg + (k_start + ks), best_i)
+            else:
+                cmax = s.amax(dim=-1)
             m_new = torch.maximum(m, cmax)
             m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
             alpha = torch.exp(m - m_safe)  # 0 where m was -inf
-            shift = torch.where(torch.isfinite(m), m - m_safe, torch.zeros_like(m))
-            # rescale running sums to the new max
-            ent_a = alpha * (ent_a + acc[..., vd] * shift)
+            if ent_a is not None:
+                shift = torch.where(torch.isfinite(m), m - m_safe, torch.zeros_like(m))
+                ent_a = alpha * (ent_a + acc[..., iz] * shift)
             acc.mul_(alpha[..., None])
-            t = s.sub_(m_safe[..., None]).clamp_(min=_NEG)
-            p = torch.exp(t)
-            ent_a += (p * t).sum(-1)
-            # augmented values: [v | 1 | pos | is_sink | span indicators]
-            cols = [torch.ones(ck, device=dev, dtype=f32), k_pos.to(f32), (k_pos == 0).to(f32)]
-            cols += [((k_pos >= a) & (k_pos < e)).to(f32) for a, e in spans]
-            extra = torch.stack(cols, dim=-1)  # [ck, n_extra]
-            if value is not None:
-                vc = value[:, :, ks:ke].to(f32)
-                aug = torch.cat([vc, extra.expand(b, hkv, ck, n_extra)], dim=-1)
+            if ent_a is not None:
+                t = s.sub_(m_safe[..., None]).clamp_(min=_NEG)
+                p = torch.exp(t)
+                ent_a += (p * t).sum(-1)
             else:
-                aug = extra.expand(b, hkv, ck, n_extra)
-            acc += torch.matmul(p.view(b, hkv, g * cq, ck), aug).view(b, hkv, g, cq, vd + n_extra)
+                p = s.sub_(m_safe[..., None]).exp_()  # masked logits are -inf -> 0
+            acc += torch.matmul(p.view(b, hkv, g * cq, ck), aug[:, :, ks:ke]).view(b, hkv, g, cq, width)
             m = m_new
+        z_keys: Optional[Tensor] = None
+        acc_s_extra: Tensor | float = 0.0
+        m_fin = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
         if s_aux is not None:
             aux = s_aux.to(f32).view(1, hkv, g, 1).expand(b, hkv, g, cq)
-            m_new = torch.maximum(m, aux)
-            alpha = torch.exp(m - m_new)
-            shift = torch.where(torch.isfinite(m), m - m_new, torch.zeros_like(m))
-            ent_a = alpha * (ent_a + acc[..., vd] * shift)
+            m_new = torch.maximum(m_fin, aux)
+            alpha = torch.exp(m_fin - m_new) * torch.isfinite(m)
+            if ent_a is not None:
+                ent_a = alpha * (ent_a + acc[..., iz] * (m_fin - m_new))
             acc.mul_(alpha[..., None])
+            z_keys = acc[..., iz].clone()
             w_aux = torch.exp(aux - m_new)
-            acc[..., vd] += w_aux
-            ent_a += w_aux * (aux - m_new)
-        z = acc[..., vd]
+            acc[..., iz] += w_aux
+            if ent_a is not None:
+                ent_a += w_aux * (aux - m_new)
+            else:  # the linear path keeps sum p s; the sink logit adds w_aux * aux
+                acc_s_extra = w_aux * aux
+            m_fin = m_new
+        z = acc[..., iz]
         ok = z > 0
         zs = torch.where(ok, z, torch.ones_like(z))
         nan = torch.full_like(z, math.nan)
+        if ent_a is not None:
+            ent = torch.log(zs) - ent_a / zs
+        else:
+            # sum_j p_j s_j = (scaled q) . sum_j p_j k_j ; entropy = log Z + m - E_p[s]
+            sum_ps = (qc.reshape(b, hkv, g, cq, d) * acc[..., vd:vd + d]).sum(-1) + acc_s_extra
+            ent = torch.log(zs) + m_fin - sum_ps / zs
         sl = (slice(None), slice(None), slice(qs, qe))
 
         def put(dst: Tensor, val: Tensor) -> None:
             dst[sl] = val.reshape(b, h, cq)
 
-        put(entropy, torch.where(ok, torch.log(zs) - ent_a / zs, nan))
-        put(distance, torch.where(ok, q_pos.to(f32) - acc[..., vd + 1] / zs, nan))
-        put(sink, torch.where(ok, acc[..., vd + 2] / zs, nan))
+        put(entropy, torch.where(ok, ent, nan))
+        key_share = z_keys / zs if z_keys is not None else 1.0  # < 1 when a sink logit takes mass
+        put(distance, torch.where(ok, q_pos.to(f32) * key_share - acc[..., iz + 1] / zs, nan))
+        put(sink, torch.where(ok, acc[..., iz + 2] / zs, nan))
         for i in range(len(spans)):
-            span_mass[i][sl] = torch.where(ok, acc[..., vd + 3 + i] / zs, nan).reshape(b, h, cq)
-        put(top1, best_i)
+            span_mass[i][sl] = torch.where(ok, acc[..., iz + 3 + i] / zs, nan).reshape(b, h, cq)
+        if best_i is not None:
+            put(top1_out, best_i)
         put(n_vis, cnt)
         if out is not None:
             out[sl] = (acc[..., :vd] / zs[..., None]).masked_fill(~ok[..., None], 0.0).reshape(b, h, cq, vd)
     q_positions = torch.arange(q_start, q_start + nq, device=dev)
-    return AttentionStats(entropy, n_vis, distance, sink, span_mass, top1, q_positions, names, out)
+    return AttentionStats(entropy, n_vis, distance, sink, span_mass, top1_out, q_positions, names, out)
 
 
 def dense_attention_stats(

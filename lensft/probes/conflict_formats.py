@@ -175,6 +175,8 @@ def statement_to_question(statement: str) -> str | None:
     if not m:
         return None
     subj = m.group("subj")
+    if subj.lower().startswith("is "):
+        return None
     if subj.split()[0] in ("The", "A", "An"):
         subj = subj[0].lower() + subj[1:]
     return f"Is {subj} {m.group('rest')}?"

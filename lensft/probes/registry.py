@@ -32,7 +32,13 @@ class Probe(Protocol):
 _PROBES: dict[str, type] = {}
 
 # Modules that define built-in probes; imported on first lookup so registration needs no import list elsewhere.
-_BUILTIN_MODULES: tuple[str, ...] = ()
+_BUILTIN_MODULES: tuple[str, ...] = (
+    "lensft.probes.attention_spread",
+    "lensft.probes.retrieval",
+    "lensft.probes.ffn_activations",
+    "lensft.probes.short_tasks",
+    "lensft.probes.knowledge",
+)
 
 P = TypeVar("P", bound=type)
 

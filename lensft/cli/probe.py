@@ -1,0 +1,143 @@
+"""``lensft probe``: run one registered probe on one model and save the result JSON.
+
+The saved file is a :class:`lensft.results.ProbeResult` (see :mod:`lensft.results` for the
+field names: ``probe``, ``settings``, ``model``, ``prompt_set``, ``summary``, ``arrays`` (nested
+lists; per layer x head arrays are ``[layer][head]``), ``dims``, ``coords``, ``records``).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from lensft.errors import LensftError, OutputExists
+from lensft.prompts import PromptSet, read_prompt_set
+from lensft.results import ProbeResult, save_result
+
+console = Console(highlight=False)
+
+#: Built-in prompt set per prompt-set kind, used when a probe names no default of its own.
+KIND_DEFAULTS = {"text": "ffn_default.jsonl", "task": "tasks_default.jsonl", "conflict": "conflict_default.jsonl"}
+
+PROBE_HELP = """Run a probe on a model and save the full result as JSON.
+
+Examples:
+
+  lensft probe --list
+
+  lensft probe ffn_activations --model ckpt/short
+
+  lensft probe knowledge_preference --model ckpt/long --prompts conflicts.jsonl --set generate=false
+
+--set takes key=value pairs of the probe's settings; values are parsed as JSON when they can be
+(numbers, true/false, [lists]) and as strings otherwise. Without --prompts a tiny built-in prompt
+set is used.
+"""
+
+
+def parse_settings(settings_cls: type[BaseModel], pairs: list[str]) -> BaseModel:
+    """Build a probe's settings from ``key=value`` strings (values JSON-decoded when possible)."""
+    fields = settings_cls.model_fields
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise LensftError(f"--set {pair!r}: expected key=value")
+        if key not in fields:
+            raise LensftError(f"--set {key}: unknown setting; this probe takes {', '.join(sorted(fields)) or 'none'}")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    try:
+        return settings_cls.model_validate(values)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise LensftError(f"--set {loc}: {err['msg']}") from None
+
+
+def default_prompt_path(probe: Any) -> Path:
+    """The built-in prompt set of a probe (its ``default_prompts`` or its first kind's default)."""
+    name = getattr(probe, "default_prompts", None)
+    if not name:
+        name = next((KIND_DEFAULTS[k] for k in getattr(probe, "kinds", ()) if k in KIND_DEFAULTS), None)
+    if not name:
+        raise LensftError(f"probe {probe.name!r} has no built-in prompt set; pass --prompts FILE "
+                          f"(a prompt set of kind {', '.join(probe.kinds)})")
+    return Path(str(resources.files("lensft.probes") / "data" / name))
+
+
+def load_probe_prompts(probe: Any, path: Optional[Path]) -> PromptSet:
+    """Read --prompts with the probe's own loader when it has one, else as a lensft prompt set."""
+    p = path if path is not None else default_prompt_path(probe)
+    loader = getattr(probe, "load_prompts", None)
+    ps = loader(p) if loader is not None else read_prompt_set(p)
+    kinds = getattr(probe, "kinds", ())
+    if kinds and ps.kind not in kinds:
+        raise LensftError(f"probe {probe.name!r} takes prompt sets of kind {', '.join(kinds)}; {p} is {ps.kind!r}")
+    return ps
+
+
+def summary_table(result: ProbeResult) -> Table:
+    """A two-column table of the result's summary scalars."""
+    ps = result.prompt_set
+    title = f"{result.probe} on {result.model.label}" + (f" ({ps.name} v{ps.version}, {ps.n_items} items)" if ps else "")
+    t = Table(title=title, show_header=True, header_style="bold")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in result.summary.items():
+        t.add_row(k, "-" if v is None else f"{v:.4g}")
+    return t
+
+
+def probe(
+    name: Annotated[Optional[str], typer.Argument(help="registered probe name (see --list)")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint directory")] = None,
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="prompt-set file [default: built-in set]")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="result JSON path [default: NAME.json]")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="probe setting key=value (repeatable)")] = None,
+    list_: Annotated[bool, typer.Option("--list", help="list the registered probes and exit")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
+    attn: Annotated[Optional[str], typer.Option("--attn", help="attention implementation (eager, sdpa ...)")] = None,
+) -> None:
+    from lensft.probes.registry import get_probe, list_probes
+
+    if list_:
+        t = Table(title="probes", header_style="bold")
+        t.add_column("name")
+        t.add_column("description")
+        for n, d in list_probes().items():
+            t.add_row(n, d)
+        console.print(t)
+        return
+    if not name:
+        raise LensftError("name a probe (lensft probe NAME --model DIR) or pass --list")
+    pr = get_probe(name)
+    if model is None:
+        raise LensftError("--model DIR is required")
+    settings = parse_settings(pr.Settings, list(set_ or []))
+    out_path = out if out is not None else Path(f"{name}.json")
+    if out_path.exists() and not force:
+        raise OutputExists(f"{out_path} exists; pass --force to replace it or choose another --out")
+    ps = load_probe_prompts(pr, prompts)
+
+    from lensft.handle import load_model
+
+    handle = load_model(model, attn_implementation=attn)
+    result = pr.run(handle, ps, settings)
+    save_result(result, out_path)
+    console.print(summary_table(result))
+    console.print(f"saved {out_path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("probe", help=PROBE_HELP)(probe)

@@ -1,0 +1,25 @@
+"""Studies: the paper's experiments end to end, cached step by step, with a report at the end.
+
+``lensft.study.run(StudyConfig(organism="quick"), "out/")`` builds (or loads) the organism, runs
+every step (short-task accuracy, the 2x2 module grid, the per-layer swap sweep, attention spread,
+retrieval heads, FFN activations, knowledge preference), caches each probe result on disk and
+writes ``out/report.html``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lensft.study.config import STEP_NAMES, StepConfig, StudyConfig, StudyConfigError
+
+__all__ = ["STEP_NAMES", "StepConfig", "StudyConfig", "StudyConfigError", "StudyOutcome", "iter_results", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    # The runner pulls in torch, transformers and every probe; load it only when used, so
+    # `lensft --help` and config validation stay fast.
+    if name in ("StudyOutcome", "iter_results", "run"):
+        from lensft.study import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'lensft.study' has no attribute {name!r}")

@@ -1,0 +1,86 @@
+"""``lensft probe``: the real command line, in process and through the console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lensft.cli.app import main
+from lensft.probes.conflict_formats import example_path
+from lensft.results import load_result
+from lensft.variants import Variant
+
+
+def test_list(capsys) -> None:
+    assert main(["probe", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ffn_activations", "short_tasks", "knowledge_preference"):
+        assert name in out
+
+
+def test_ffn_default_prompts(pico_triples, tmp_path, capsys) -> None:
+    model = pico_triples["llama"][Variant.BASE]
+    out = tmp_path / "ffn.json"
+    assert main(["probe", "ffn_activations", "--model", str(model), "--out", str(out),
+                 "--set", "thresholds=[0.01, 0.1]"]) == 0
+    assert "act_sparsity" in capsys.readouterr().out
+    res = load_result(out)
+    assert res.prompt_set.name == "ffn_default" and res.settings["thresholds"] == [0.01, 0.1]
+    assert res.model.sources and res.dims["mean"] == ["site", "phase", "layer"]
+    raw = json.loads(out.read_text())
+    assert isinstance(raw["arrays"]["sparsity"][0][0][0], list)  # nested lists
+    assert main(["probe", "ffn_activations", "--model", str(model), "--out", str(out)]) == 1  # exists
+    assert main(["probe", "ffn_activations", "--model", str(model), "--out", str(out), "--force"]) == 0
+
+
+def test_short_tasks_user_file_and_knowledge_formats(pico_triples, tmp_path) -> None:
+    model = pico_triples["gpt2"][Variant.BASE]
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text('{"prompt": "What is 3 plus 4?", "answer": "7"}\n'
+                     '{"prompt": "The sky is", "choices": ["blue", "green"], "label": 0}\n')
+    out = tmp_path / "st.json"
+    assert main(["probe", "short_tasks", "--model", str(model), "--prompts", str(tasks), "--out", str(out),
+                 "--set", "max_new_tokens=2", "--set", "chat=false"]) == 0
+    res = load_result(out)
+    assert res.prompt_set.name == "tasks" and res.settings["chat"] is False and len(res.records) == 2
+    out2 = tmp_path / "kp.json"
+    assert main(["probe", "knowledge_preference", "--model", str(model), "--prompts", str(example_path("conflictqa")),
+                 "--out", str(out2), "--set", "generate=false"]) == 0
+    assert load_result(out2).summary["n_items"] == 3
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["probe", "short_tasks", "--set", "max_new_tokens=2"], "--model"),
+    (["probe", "short_tasks", "--model", "M", "--set", "nope=1"], "unknown setting"),
+    (["probe", "short_tasks", "--model", "M", "--set", "batch_size=zero"], "batch_size"),
+    (["probe", "short_tasks", "--model", "M", "--set", "novalue"], "key=value"),
+    (["probe", "knowledge_preference", "--model", "M", "--prompts", "TASKS"], "cannot tell the conflict format"),
+    (["probe", "ffn_activation", "--model", "M"], "Did you mean 'ffn_activations'"),
+    (["probe"], "--list"),
+])
+def test_bad_input_is_one_line_exit_1(pico_triples, tmp_path, capsys, argv, msg) -> None:
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text('{"prompt": "p", "answer": "a"}\n')
+    model = str(pico_triples["llama"][Variant.BASE])
+    argv = [model if a == "M" else str(tasks) if a == "TASKS" else a for a in argv]
+    assert main([*argv, "--out", str(tmp_path / "o.json")]) == 1
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_console_script(pico_triples, tmp_path) -> None:
+    exe = shutil.which("lensft") or str(Path(sys.executable).with_name("lensft"))
+    out = tmp_path / "k.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([exe, "probe", "knowledge_preference", "--model", str(pico_triples["qwen2"][Variant.BASE]),
+                           "--out", str(out), "--set", "max_new_tokens=2"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "margin_mean" in proc.stdout
+    assert load_result(out).probe == "knowledge_preference"

@@ -1,0 +1,111 @@
+"""The retrieval_heads probe: needle token spans, streamed top-1 vs an eager reference, round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lensft.errors import LensftError
+from lensft.handle import ModelHandle, load_model
+from lensft.probes.registry import get_probe
+from lensft.probes.retrieval import RetrievalSettings, needle_token_span, retrieval_hits
+from lensft.prompts.io import make_prompt_set
+from lensft.prompts.schema import NeedleItem, Span, TextItem
+from lensft.results import load_result, save_result
+from lensft.variants import Variant
+
+HAY = "The quick brown fox jumps over the lazy dog while the cat sleeps on the warm mat. "
+
+
+def _item(i: int, needle: str, depth: float, reps: int = 3) -> NeedleItem:
+    hay = HAY * reps
+    cut = int(len(hay) * depth)
+    prompt = hay[:cut] + f"The secret code is {needle}. " + hay[cut:] + "What is the secret code?"
+    start = prompt.index(needle)
+    return NeedleItem(id=f"n{i}", prompt=prompt, needle=Span(name="needle", start=start, end=start + len(needle)),
+                      answer=needle, context_tokens=len(hay) // 4, depth=depth)
+
+
+def _needle_set(needles: list[str] | None = None):
+    needles = needles or ["12 13 14", "yes no true"]
+    return make_prompt_set("needles", "1", "needle", [_item(i, n, d) for i, (n, d) in enumerate(zip(needles, [0.2, 0.7]))])
+
+
+@torch.no_grad()
+def _reference_scores(h: ModelHandle, ps, s: RetrievalSettings) -> torch.Tensor:
+    """Wu et al.'s retrieval_calculate on full eager attention matrices (prefill + step-by-step decode)."""
+    from lensft.probes.scoring import continuation_text, encode_continuation, stop_token_ids
+
+    h.set_attn_implementation("eager")
+    out = torch.zeros(len(ps), h.n_layers, h.n_heads, dtype=torch.float64)
+    for n, it in enumerate(ps.items):
+        ids, ns, ne = needle_token_span(h, it, chat=True)
+        n_ans = len(encode_continuation(h, continuation_text(h.format_prompt(it.prompt), it.answer, chat=True)))
+        past = h.model(torch.tensor([ids[:-1]]), use_cache=True).past_key_values
+        inp = ids[-1]
+        for _ in range(n_ans + s.extra_steps):
+            o = h.model(torch.tensor([[inp]]), past_key_values=past, use_cache=True, output_attentions=True)
+            past, inp = o.past_key_values, int(o.logits[0, -1].argmax())
+            for layer, att in enumerate(o.attentions):
+                for head in range(h.n_heads):
+                    i = int(att[0, head, -1].argmax())
+                    if ns <= i < ne and ids[i] == inp:
+                        out[n, layer, head] += 1 / (ne - ns)
+            if s.stop_at_eos and inp in stop_token_ids(h):
+                break
+    return out.mean(0)
+
+
+def test_needle_token_span_maps_characters_to_tokens(llama_triple) -> None:
+    h = load_model(llama_triple[Variant.BASE])
+    it = _item(0, "12 13 14", 0.5)
+    for chat in (True, False):
+        ids, a, b = needle_token_span(h, it, chat=chat)
+        assert h.tokenizer.decode(ids[a:b]).strip() == "12 13 14"
+        if chat:
+            assert ids == h.tokenizer(h.format_prompt(it.prompt), add_special_tokens=False)["input_ids"]
+
+
+def test_retrieval_heads_runs_on_every_family(family_triple, tmp_path: Path) -> None:
+    family, triple = family_triple
+    h = load_model(triple[Variant.BASE])
+    res = get_probe("retrieval_heads").run(h, _needle_set(), {"chunk_k": 64})
+    score = res.array("score")
+    assert score.shape == (h.n_layers, h.n_heads)
+    assert res.array("score_per_item").shape == (2, h.n_layers, h.n_heads)
+    assert ((score >= 0) & (score <= 1 + 1e-9)).all()  # top-1 is unique per step, so hits <= steps
+    assert res.summary["n_retrieval_heads"] == float((score > 0.1).sum())
+    assert 0.0 <= res.summary["needle_copy_accuracy"] <= 1.0
+    assert all(r["n_steps"] >= 1 for r in res.records)
+    back = load_result(save_result(res, tmp_path / "ret.json"))
+    assert back.arrays == res.arrays and back.summary == res.summary and back.records == res.records
+
+
+def test_retrieval_hits_by_hand() -> None:
+    prompt = torch.tensor([5, 6, 7, 8, 7, 9])
+    top1 = torch.tensor([[2, 4, 3], [1, 7, 0]])  # [layer, head]; needle = positions 2..4
+    hits = retrieval_hits(top1, prompt, 2, 5, token=7)
+    assert hits.tolist() == [[True, True, False], [False, False, False]]
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma2", "gpt2"])
+def test_retrieval_scores_match_eager_reference(family: str, pico_triples) -> None:
+    h = load_model(pico_triples[family][Variant.BASE])
+    s = RetrievalSettings(chunk_k=64, stop_at_eos=False)
+    # a needle made of what the random model likes to emit, so that copy hits can happen
+    first = get_probe("retrieval_heads").run(h, make_prompt_set("n", "1", "needle", [_item(0, "12 13 14", 0.5)]), s)
+    needle = first.records[0]["generated"].strip().replace("\r", " ") or "12 13 14"
+    ps = make_prompt_set("n", "1", "needle", [_item(0, needle, 0.5), _item(1, "12 13 14", 0.2)])
+    res = get_probe("retrieval_heads").run(h, ps, s)
+    ref = _reference_scores(load_model(pico_triples[family][Variant.BASE]), ps, s)
+    torch.testing.assert_close(torch.tensor(res.array("score")), ref, atol=1e-12, rtol=0)
+    if family in ("qwen2", "gemma2"):  # these seeds copy at least once
+        assert res.summary["max_score"] > 0
+
+
+def test_retrieval_rejects_other_kinds(llama_triple) -> None:
+    h = load_model(llama_triple[Variant.BASE])
+    with pytest.raises(LensftError, match="needle"):
+        get_probe("retrieval_heads").run(h, make_prompt_set("t", "1", "text", [TextItem(id="t", text="x")]), {})
