@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import (
     GenerationConfig,
@@ -141,7 +140,3 @@ def tokens_per_second(history: list[dict]) -> float:
         return float("nan")
     return history[-1]["tokens"] / history[-1]["elapsed_s"]
 
-
-def as_numpy_ids(encodings) -> list[np.ndarray]:
-    """``tokenizers`` encodings to int64 arrays (one per text)."""
-    return [np.asarray(e.ids, dtype=np.int64) for e in encodings]
