@@ -18,6 +18,10 @@ from rich.console import Console
 from lensft import __version__
 from lensft.errors import LensftError
 
+# lensft draws its own progress bars; keep transformers' per-load bars out of the terminal. Set
+# before transformers (imported lazily by the commands) reads it.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
 app = typer.Typer(
     name="lensft",
     help="Take long- vs short-context fine-tuning apart: graft MHA/FFN blocks between checkpoints, "
