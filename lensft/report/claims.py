@@ -104,8 +104,9 @@ def claim_retrieval(d: StudyData) -> Claim:
     return Claim(4, "Long SFT has higher retrieval scores (more retrieval heads improved)",
                  "mean head score ×100, long vs short; retrieval heads higher in long vs in short",
                  "16.94 vs 15.39; 35 vs 11 heads", f"{ol:.2f} vs {os_:.2f}; {up} vs {down} heads",
-                 ol > os_ if not np.isclose(ol, os_) else False,
-                 f"{int(ret.sum())} heads score > {thr} in either arm")
+                 bool(ol > os_ and not np.isclose(ol, os_) and up > down),
+                 f"{int(ret.sum())} heads score > {thr} in either arm; the claim needs both a higher mean "
+                 "score and more retrieval heads improved than worsened")
 
 
 def _late_layers(n: int) -> slice:
