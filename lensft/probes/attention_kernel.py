@@ -63,7 +63,7 @@ class AttentionCollector:
 
     def __init__(self, n_layers: int, n_heads: int, *, layer_of: Mapping[int, int] | None = None,
                  phases: Mapping[str, Sequence[tuple[int, int]]] | None = None,
-                 key_spans: Mapping[str, tuple[int, int]] | None = None, chunk_q: int = 128, chunk_k: int = 1024,
+                 key_spans: Mapping[str, tuple[int, int]] | None = None, chunk_q: int = 256, chunk_k: int = 2048,
                  output: Literal["streamed", "sdpa"] = "streamed", keep_per_query: bool = False,
                  top1: bool = True) -> None:
         self.n_layers = n_layers

@@ -49,8 +49,8 @@ log = logging.getLogger(__name__)
 class AttentionSpreadSettings(BaseModel):
     """Settings of the ``attention_spread`` probe."""
 
-    chunk_q: int = Field(128, ge=1, description="query block size of the streamed statistics")
-    chunk_k: int = Field(1024, ge=1, description="key block size of the streamed statistics")
+    chunk_q: int = Field(256, ge=1, description="query block size of the streamed statistics")
+    chunk_k: int = Field(2048, ge=1, description="key block size of the streamed statistics")
     normalise: bool = Field(False, description="headline summary uses entropy / log(visible keys)")
     max_length: int = Field(4096, ge=2, description="prompts are cut to this many tokens")
     chat: Optional[bool] = Field(None, description="chat-format task prompts; None = the prompt set's header")

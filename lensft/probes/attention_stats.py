@@ -84,8 +84,8 @@ def streaming_attention_stats(
     query_start: Optional[int] = None,
     key_spans: Optional[Mapping[str, tuple[int, int]]] = None,
     top1: bool = True,
-    chunk_q: int = 128,
-    chunk_k: int = 1024,
+    chunk_q: int = 256,
+    chunk_k: int = 2048,
 ) -> AttentionStats:
     """Streamed attention statistics of one layer.
 

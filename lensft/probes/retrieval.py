@@ -52,7 +52,7 @@ class RetrievalSettings(BaseModel):
     threshold: float = Field(0.1, description="heads scoring above this are retrieval heads")
     chat: Optional[bool] = Field(None, description="chat-format prompts; None = the prompt set's header")
     max_length: int = Field(32768, ge=2, description="longest prompt in tokens (longer items are an error)")
-    chunk_k: int = Field(1024, ge=1, description="key block size of the streamed top-1 search")
+    chunk_k: int = Field(2048, ge=1, description="key block size of the streamed top-1 search")
     stop_at_eos: bool = Field(True, description="stop decoding at an end token")
 
 
