@@ -23,7 +23,7 @@ logits (``logits_to_keep=1``); TL computes all of them.
 
 Usage (heavy; run under the lock)::
 
-    flock /tmp/lensft-heavy.lock python benchmarks/bench_attention.py [--lengths 512 1024 ...]
+    python benchmarks/bench_attention.py [--lengths 512 1024 ...]
         [--methods sdpa lensft ...] [--time-cap 240] [--mem-cap-gib 16] [--budget 900]
 """
 

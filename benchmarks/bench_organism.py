@@ -3,8 +3,8 @@
 
 Run heavy jobs one at a time on the shared 2-core machines::
 
-    flock /tmp/lensft-heavy.lock python benchmarks/bench_organism.py --preset quick --eval
-    flock /tmp/lensft-heavy.lock python benchmarks/bench_organism.py --preset full --eval --json full.json
+    python benchmarks/bench_organism.py --preset quick --eval
+    python benchmarks/bench_organism.py --preset full --eval --json full.json
 
 The build goes to a fresh temporary directory unless ``--out`` is given (an existing build there
 is reused, so ``--out`` with a finished build only re-evaluates).

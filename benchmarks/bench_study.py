@@ -1,7 +1,7 @@
 """Per-variant overhead of a sweep: in-memory grafts that reuse the triple's loaded tensors vs
 reloading the checkpoints for every variant (what a sweep without lensft's cache would do).
 
-    flock /tmp/lensft-heavy.lock python benchmarks/bench_study.py [--organism quick] [--variants 8]
+    python benchmarks/bench_study.py [--organism quick] [--variants 8]
 
 Prints the mean seconds per variant of each strategy (model construction only, no probe).
 """
