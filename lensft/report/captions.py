@@ -60,7 +60,7 @@ def mix_curve(d: StudyData) -> str:
             best = [f"{100 * d.long_fraction(l):.0f}%" for v, l in vals if np.isclose(v, top)]  # type: ignore[operator]
             out.append(f"{t} peaks at {'/'.join(best)} long data ({100 * top:.1f}%)")
     g = ANALOGUE["gsm8k"]
-    return (f"Accuracy of the arms trained on mixes of short and long SFT data (0% = short arm, 100% = long arm), per task. "
+    return ("Accuracy of the arms trained on mixes of short and long SFT data (0% = short arm, 100% = long arm), per task. "
             + "; ".join(out) + f". The paper finds GSM8K (here: {g}) best at a 50/50 mix and MMLU best with long-only data."
             + _seeds(d))
 

@@ -164,25 +164,25 @@ def plan_layer_sweep(src: StudySource, cfg: dict[str, Any], max_items: Optional[
     return p
 
 
-def plan_attention_spread(src: StudySource, cfg: dict[str, Any], max_items: Optional[int]) -> StepPlan:
-    p = StepPlan("attention_spread", "Attention entropy per phase, layer and head (Figures 4, 11, 12)")
-    p.units = [Unit(p.name, src.seed, m, "attention_spread", "spread", cfg, max_items) for m in arm_models(src)]
-    p.skipped += _mix_note(src, "attention spread")
-    return p
+def _arm_step(name: str, title: str, probe: str, prompts: str, what: str):
+    """A step that runs one probe on every arm of the source (base, short, long, mixes)."""
+
+    def plan(src: StudySource, cfg: dict[str, Any], max_items: Optional[int]) -> StepPlan:
+        p = StepPlan(name, title)
+        p.units = [Unit(p.name, src.seed, m, probe, prompts, cfg, max_items) for m in arm_models(src)]
+        p.skipped += _mix_note(src, what)
+        return p
+
+    plan.__name__ = f"plan_{name}"
+    return plan
 
 
-def plan_retrieval(src: StudySource, cfg: dict[str, Any], max_items: Optional[int]) -> StepPlan:
-    p = StepPlan("retrieval", "Retrieval-head scores per layer and head (Figures 3, 9)")
-    p.units = [Unit(p.name, src.seed, m, "retrieval_heads", "needle", cfg, max_items) for m in arm_models(src)]
-    p.skipped += _mix_note(src, "retrieval heads")
-    return p
-
-
-def plan_ffn(src: StudySource, cfg: dict[str, Any], max_items: Optional[int]) -> StepPlan:
-    p = StepPlan("ffn_activations", "FFN activation mean, variance and sparsity per layer (Figures 5, 10)")
-    p.units = [Unit(p.name, src.seed, m, "ffn_activations", "ffn", cfg, max_items) for m in arm_models(src)]
-    p.skipped += _mix_note(src, "FFN activations")
-    return p
+plan_attention_spread = _arm_step("attention_spread", "Attention entropy per phase, layer and head (Figures 4, 11, 12)",
+                                  "attention_spread", "spread", "attention spread")
+plan_retrieval = _arm_step("retrieval", "Retrieval-head scores per layer and head (Figures 3, 9)",
+                           "retrieval_heads", "needle", "retrieval heads")
+plan_ffn = _arm_step("ffn_activations", "FFN activation mean, variance and sparsity per layer (Figures 5, 10)",
+                     "ffn_activations", "ffn", "FFN activations")
 
 
 def plan_knowledge(src: StudySource, cfg: dict[str, Any], max_items: Optional[int]) -> StepPlan:
