@@ -84,3 +84,27 @@ def test_console_script(pico_triples, tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "margin_mean" in proc.stdout
     assert load_result(out).probe == "knowledge_preference"
+
+
+def test_every_registered_probe_runs_on_its_built_in_prompts(pico_triples, tmp_path, capsys) -> None:
+    from lensft.probes.registry import list_probes
+
+    model = str(pico_triples["qwen2"][Variant.BASE])
+    for name in list_probes():
+        out = tmp_path / f"{name}.json"
+        assert main(["probe", name, "--model", model, "--out", str(out)]) == 0, capsys.readouterr().err
+        res = load_result(out)
+        assert res.probe == name and res.prompt_set is not None and res.prompt_set.n_items > 0
+
+
+def test_patch_command(pico_triples, tmp_path, capsys) -> None:
+    short, long = (str(pico_triples["llama"][v]) for v in (Variant.SHORT, Variant.LONG))
+    out = tmp_path / "patch.json"
+    assert main(["patch", "--receiver", short, "--donor", short, "--component", "mha", "--out", str(out)]) == 0
+    res = load_result(out)
+    assert res.probe == "patch_across" and res.dims["delta"] == ["component", "layer"]
+    assert all(abs(x) < 1e-9 for row in res.arrays["delta"] for x in row)  # donor == receiver: nothing moves
+    assert main(["patch", "--receiver", short, "--donor", long, "--layers", "1:2", "--out", str(out), "--force"]) == 0
+    capsys.readouterr()
+    assert main(["patch", "--receiver", short, "--donor", long, "--component", "attn", "--out", str(tmp_path / "x.json")]) == 1
+    assert "component must be mha, ffn or both" in capsys.readouterr().err

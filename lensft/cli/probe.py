@@ -24,7 +24,8 @@ from lensft.results import ProbeResult, save_result
 console = Console(highlight=False)
 
 #: Built-in prompt set per prompt-set kind, used when a probe names no default of its own.
-KIND_DEFAULTS = {"text": "ffn_default.jsonl", "task": "tasks_default.jsonl", "conflict": "conflict_default.jsonl"}
+KIND_DEFAULTS = {"text": "ffn_default.jsonl", "task": "tasks_default.jsonl", "conflict": "conflict_default.jsonl",
+                 "needle": "needle_default.jsonl"}
 
 PROBE_HELP = """Run a probe on a model and save the full result as JSON.
 
@@ -139,5 +140,56 @@ def probe(
     console.print(f"saved {out_path}")
 
 
+PATCH_HELP = """Patch one checkpoint's MHA and/or FFN outputs into another, layer by layer, and save
+the change in a metric (default: the knowledge-preference margin on conflict items).
+
+Example: where does the long model's attention move the short model towards the context?
+
+  lensft patch --receiver ckpt/short --donor ckpt/long --component mha --out patch-mha.json
+"""
+
+
+def patch(
+    receiver: Annotated[Path, typer.Option("--receiver", help="checkpoint that is run and patched")],
+    donor: Annotated[Path, typer.Option("--donor", help="checkpoint whose module outputs are patched in")],
+    component: Annotated[str, typer.Option("--component", help="mha, ffn or both")] = "both",
+    layers: Annotated[Optional[str], typer.Option("--layers", help="layers a:b to patch [default: all]")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="auto, margin (conflict sets) or answer_logprob (task sets)")] = "auto",
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="conflict or task prompt set [default: built-in conflicts]")] = None,
+    out: Annotated[Path, typer.Option("--out", help="result JSON path")] = Path("patching.json"),
+    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
+) -> None:
+    from lensft.graft import LayerRange
+    from lensft.probes.conflict_formats import load_conflicts
+    from lensft.probes.registry import get_probe
+
+    if out.exists() and not force:
+        raise OutputExists(f"{out} exists; pass --force to replace it or choose another --out")
+    if prompts is None:
+        ps = load_probe_prompts(get_probe("knowledge_preference"), None)
+    else:
+        ps = read_prompt_set(prompts) if _is_lensft_set(prompts) else load_conflicts(prompts)
+    rng = LayerRange.parse(layers) if layers else None
+
+    from lensft.handle import load_model
+    from lensft.probes.patching import patch_across
+
+    r, d = load_model(receiver), load_model(donor)
+    idx = None if rng is None else list(range(rng.start, min(rng.stop, r.n_layers)))
+    result = patch_across(r, d, ps, component=component, layers=idx, metric=metric)  # type: ignore[arg-type]
+    save_result(result, out)
+    console.print(summary_table(result))
+    console.print(f"saved {out}")
+
+
+def _is_lensft_set(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return '"lensft_prompt_set"' in f.readline()
+    except OSError:
+        raise LensftError(f"prompt set {path} does not exist") from None
+
+
 def register(app: typer.Typer) -> None:
     app.command("probe", help=PROBE_HELP)(probe)
+    app.command("patch", help=PATCH_HELP, no_args_is_help=True)(patch)
