@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 import torch
+from einops import rearrange
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
@@ -159,7 +160,7 @@ def streaming_attention_stats(
         cq = qe - qs
         q_pos = torch.arange(q_start + qs, q_start + qe, device=dev)
         qc = query[:, :, qs:qe].to(f32) * scale  # scaled queries, [b, h, cq, d]
-        qg = qc.reshape(b, hkv, g * cq, d)
+        qg = rearrange(qc, "b (kv g) q d -> b kv (g q) d", g=g)  # GQA: query heads grouped by their kv head
         lo, hi = 0, nk
         if attention_mask is None:
             if causal:
@@ -196,7 +197,7 @@ def streaming_attention_stats(
                     vis = bias > torch.finfo(f32).min / 2
                 if not bool(vis.any()):
                     continue
-            s = torch.matmul(qg, keys_t[:, :, :, ks:ke]).view(b, hkv, g, cq, ck)
+            s = rearrange(torch.matmul(qg, keys_t[:, :, :, ks:ke]), "b kv (g q) k -> b kv g q k", g=g)
             if softcap is not None:
                 s = torch.tanh(s.div_(softcap)).mul_(softcap)
             if bias is not None:
@@ -226,7 +227,8 @@ def streaming_attention_stats(
                 ent_a += (p * t).sum(-1)
             else:
                 p = s.sub_(m_safe[..., None]).exp_()  # masked logits are -inf -> 0
-            acc += torch.matmul(p.view(b, hkv, g * cq, ck), aug[:, :, ks:ke]).view(b, hkv, g, cq, width)
+            pv = torch.matmul(rearrange(p, "b kv g q k -> b kv (g q) k"), aug[:, :, ks:ke])
+            acc += rearrange(pv, "b kv (g q) w -> b kv g q w", g=g)
             m = m_new
         z_keys: Optional[Tensor] = None
         acc_s_extra: Tensor | float = 0.0
@@ -254,12 +256,13 @@ def streaming_attention_stats(
             ent = torch.log(zs) - ent_a / zs
         else:
             # sum_j p_j s_j = (scaled q) . sum_j p_j k_j ; entropy = log Z + m - E_p[s]
-            sum_ps = (qc.reshape(b, hkv, g, cq, d) * acc[..., vd:vd + d]).sum(-1) + acc_s_extra
+            qgq = rearrange(qc, "b (kv g) q d -> b kv g q d", g=g)
+            sum_ps = (qgq * acc[..., vd:vd + d]).sum(-1) + acc_s_extra
             ent = torch.log(zs) + m_fin - sum_ps / zs
         sl = (slice(None), slice(None), slice(qs, qe))
 
         def put(dst: Tensor, val: Tensor) -> None:
-            dst[sl] = val.reshape(b, h, cq)
+            dst[sl] = rearrange(val, "b kv g q -> b (kv g) q")
 
         put(entropy, torch.where(ok, ent, nan))
         key_share = z_keys / zs if z_keys is not None else 1.0  # < 1 when a sink logit takes mass
