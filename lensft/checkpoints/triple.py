@@ -112,7 +112,3 @@ def load_triple(*, short: PathLike, long: PathLike, base: PathLike | None = None
             raise IncompatibleCheckpoints(err)
     return triple
 
-
-def open_pair(host: PathLike, donor: PathLike) -> CheckpointTriple:
-    """Two checkpoints as a triple without base: ``host`` as short, ``donor`` as long."""
-    return load_triple(short=host, long=donor)

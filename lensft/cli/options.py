@@ -7,9 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from lensft.variants import Variant
-
 BaseOpt = Annotated[Optional[Path], typer.Option("--base", help="base checkpoint directory (optional)")]
 ShortOpt = Annotated[Path, typer.Option("--short", help="short-context SFT checkpoint directory")]
 LongOpt = Annotated[Path, typer.Option("--long", help="long-context SFT checkpoint directory")]
-VariantChoice = Variant

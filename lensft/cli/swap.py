@@ -56,22 +56,12 @@ def swap(
         overrides[k.strip()] = v.strip()
     spec = GraftSpec.build(mha=mha.value, ffn=ffn.value, host=host.value if host else None, norms=norms,
                            layers=layers, alpha=alpha, overrides=overrides)
-    needed = spec.variants()
-    triple = load_triple(
-        short=short, long=long,
-        base=base if (base is not None or Variant.BASE not in needed) else _missing_base(),
-    )
+    triple = load_triple(short=short, long=long, base=base)  # plan_graft says so if the spec needs a missing base
     plan = plan_graft(spec, triple.family, triple.n_layers, triple.metadata())
     with _bar("grafting") as (bar, task):
         result = write_graft(plan, triple, out, force=force, hash_sources=not no_hash,
                              progress=lambda done, total: bar.update(task, completed=done, total=total))
     _print_plan_summary(spec, plan, triple.n_layers, str(result.path), result.n_bytes)
-
-
-def _missing_base() -> Path:
-    from lensft.errors import GraftError
-
-    raise GraftError("the graft takes blocks from base, but no --base DIR was given")
 
 
 def _bar(what: str):

@@ -73,22 +73,22 @@ def _swap(d: StudyData, block: str, task: str) -> tuple[Optional[Stat], Optional
     return a, b
 
 
-def claim_mha_swap(d: StudyData) -> Claim:
-    t = ANALOGUE["gsm8k"]
-    a, b = _swap(d, "mha", t)
+def _swap_claim(d: StudyData, n: int, block: str, benchmark: str, paper: str) -> Claim:
+    """Claims 2 and 3: long's block helps the short host, short's block hurts the long host."""
+    t = ANALOGUE[benchmark]
+    a, b = _swap(d, block, t)
     holds = None if a is None or b is None else (a.mean > 0 and b.mean < 0)
-    return Claim(2, f"Swapping in long's MHA helps short; short's MHA hurts long (GSM8K → {t})",
-                 "short+long.mha − short ; long+short.mha − long", "+13.1 pp ; −3.6 pp",
-                 f"{_pp(a)} ; {_pp(b)}", holds)
+    name = {"gsm8k": "GSM8K", "world_capital": "World Capital"}[benchmark]
+    return Claim(n, f"Swapping in long's {block.upper()} helps short; short's {block.upper()} hurts long ({name} → {t})",
+                 f"short+long.{block} − short ; long+short.{block} − long", paper, f"{_pp(a)} ; {_pp(b)}", holds)
+
+
+def claim_mha_swap(d: StudyData) -> Claim:
+    return _swap_claim(d, 2, "mha", "gsm8k", "+13.1 pp ; −3.6 pp")
 
 
 def claim_ffn_swap(d: StudyData) -> Claim:
-    t = ANALOGUE["world_capital"]
-    a, b = _swap(d, "ffn", t)
-    holds = None if a is None or b is None else (a.mean > 0 and b.mean < 0)
-    return Claim(3, f"Swapping in long's FFN helps short; short's FFN hurts long (World Capital → {t})",
-                 "short+long.ffn − short ; long+short.ffn − long", "+2.4 / −2.0 pp (World Capital); +5.0 / −3.7 pp (NQ)",
-                 f"{_pp(a)} ; {_pp(b)}", holds)
+    return _swap_claim(d, 3, "ffn", "world_capital", "+2.4 / −2.0 pp (World Capital); +5.0 / −3.7 pp (NQ)")
 
 
 def claim_retrieval(d: StudyData) -> Claim:
