@@ -63,6 +63,13 @@ class ModelHandle:
         return int(getattr(self.config, "num_key_value_heads", None) or self.n_heads)
 
     @property
+    def max_positions(self) -> int | None:
+        """The longest input (tokens) a learned absolute position table allows (``n_positions``,
+        GPT-2 style), or None: rotary models state a training length, not a hard limit."""
+        n = getattr(self.config, "n_positions", None)
+        return int(n) if n else None
+
+    @property
     def head_dim(self) -> int:
         hd = getattr(self.config, "head_dim", None)
         return int(hd) if hd else int(self.config.hidden_size) // self.n_heads

@@ -17,7 +17,7 @@ from lensft.organism.packing import pack
 from lensft.organism.sft_data import arm_sequences, encode_chat, make_pool
 from lensft.organism.tasks import TaskMaker, arithmetic_heldout
 from lensft.organism.tokenizer import chat_text
-from lensft.organism.training import make_model, train
+from lensft.organism.training import forward_packed, make_model, train
 from lensft.organism.world import make_world
 from lensft.prompts.io import read_prompt_set
 
@@ -105,6 +105,33 @@ def test_packing_keeps_sequences_apart() -> None:
         real = b.input_ids != 0
         # every packed sequence starts at position 0 and tokens equal their position + 1 here
         np.testing.assert_array_equal(b.input_ids[real], b.position_ids[real] + 1)
+
+
+def test_training_forward_never_attends_across_packed_sequences(tokenizer) -> None:
+    """Each packed sequence's logits equal the logits of that sequence run alone.
+
+    A regression test: with transformers' default cache the block-diagonal mask is skipped and
+    packed documents attend to each other at scrambled relative positions.
+    """
+    import torch
+
+    model = make_model(CFG.model, tokenizer, seed=0)
+    rng = np.random.default_rng(0)
+    seqs = [rng.integers(5, 200, size=int(rng.integers(4, 40))) for _ in range(10)]
+    data = pack(seqs, [np.ones(len(s), dtype=bool) for s in seqs], (64,), 128, tokenizer.pad_token_id, rng)
+    checked = 0
+    with torch.no_grad():
+        for batch in data.batches:
+            logits = forward_packed(model, batch).logits
+            for r in range(batch.input_ids.shape[0]):
+                starts = list(np.flatnonzero(batch.position_ids[r] == 0)) + [batch.input_ids.shape[1]]
+                for s, e in zip(starts[:-1], starts[1:]):
+                    if batch.input_ids[r, s] == tokenizer.pad_token_id:
+                        continue  # the row's padding tail
+                    alone = model(input_ids=torch.from_numpy(batch.input_ids[r, s:e])[None]).logits[0]
+                    torch.testing.assert_close(logits[r, s:e], alone, rtol=1e-4, atol=1e-5)
+                    checked += 1
+    assert checked == len(seqs)
 
 
 # -- SFT data ----------------------------------------------------------------------------------

@@ -109,3 +109,12 @@ def test_retrieval_rejects_other_kinds(llama_triple) -> None:
     h = load_model(llama_triple[Variant.BASE])
     with pytest.raises(LensftError, match="needle"):
         get_probe("retrieval_heads").run(h, make_prompt_set("t", "1", "text", [TextItem(id="t", text="x")]), {})
+
+
+def test_retrieval_refuses_needles_longer_than_a_learned_position_table(pico_triples) -> None:
+    """GPT-2's 512 learned positions: a longer needle is a clear error, not an IndexError."""
+    h = load_model(pico_triples["gpt2"][Variant.BASE])
+    assert h.max_positions == 512
+    ps = make_prompt_set("n", "1", "needle", [_item(0, "12 13 14", 0.5, reps=20)])
+    with pytest.raises(LensftError, match="positions"):
+        get_probe("retrieval_heads").run(h, ps, {})

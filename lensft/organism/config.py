@@ -73,7 +73,7 @@ class CorpusConfig(_Frozen):
     story_fraction: float = Field(
         0.0, ge=0.0, le=1.0,
         description="fraction of random-event stories (in-context copying); 0.2 cost fact recall and gave no "
-                    "measurable copying within the full preset's budget, so it is off by default")
+                    "measurable copying in the base within the quick and full budgets, so it is off by default")
 
 
 class SftConfig(_Frozen):
@@ -156,8 +156,8 @@ def _preset_quick() -> OrganismConfig:
         model=ModelConfig(hidden_size=128, n_layers=4, n_heads=4, n_kv_heads=2, intermediate_size=352,
                           vocab_size=1024, max_position_embeddings=2048),
         corpus=CorpusConfig(long_doc_tokens=1024, long_doc_fraction=0.2),
-        pretrain=TrainConfig(tokens=1_600_000, seq_len=1024, batch_tokens=2048, lr=3e-3),
-        sft=SftConfig(train=TrainConfig(tokens=80_000, seq_len=1024, batch_tokens=2048, lr=1e-3),
+        pretrain=TrainConfig(tokens=1_200_000, seq_len=1024, batch_tokens=2048, lr=3e-3),
+        sft=SftConfig(train=TrainConfig(tokens=400_000, seq_len=1024, batch_tokens=2048, lr=1e-3),
                       long_context_tokens=(300, 900)),
         eval=EvalConfig(n_per_task=60, n_needle=40, n_conflict=60),
         mixes=(0.5,),
@@ -173,7 +173,7 @@ def _preset_full() -> OrganismConfig:
                           vocab_size=1536, max_position_embeddings=2048),
         corpus=CorpusConfig(long_doc_tokens=1280, long_doc_fraction=0.2),
         pretrain=TrainConfig(tokens=5_400_000, seq_len=1280, batch_tokens=2048, lr=3e-3),
-        sft=SftConfig(train=TrainConfig(tokens=150_000, seq_len=1280, batch_tokens=2048, lr=1e-3),
+        sft=SftConfig(train=TrainConfig(tokens=800_000, seq_len=1280, batch_tokens=2048, lr=1e-3),
                       long_context_tokens=(300, 1100)),
         eval=EvalConfig(n_per_task=100, n_needle=60, n_conflict=100),
         mixes=(0.25, 0.5, 0.75),

@@ -4,8 +4,9 @@ Each sequence goes to the shortest row length that holds it (``row_lengths``, e.
 1024), so short documents do not pay for long attention. Rows of one length are filled first-fit
 decreasing; a batch holds rows of one length and about ``batch_tokens`` tokens. A batch is
 ``input_ids``, ``labels`` (-100 where no loss) and ``position_ids`` that restart at 0 for every
-sequence; with no attention mask, transformers turns restarting position ids into a
-block-diagonal causal mask, so packed sequences never attend to each other. Row tails are padding
+sequence; with no attention mask and no cache (``use_cache=False``, see
+:func:`lensft.organism.training.forward_packed`), transformers turns restarting position ids into
+a block-diagonal causal mask, so packed sequences never attend to each other. Row tails are padding
 (one more restarting segment, labels -100).
 """
 
@@ -94,3 +95,4 @@ def pack(seqs: list[np.ndarray], masks: list[np.ndarray], row_lengths: tuple[int
     batches = [batches[j] for j in rng.permutation(len(batches))]
     n_loss = sum(int((b.labels != -100).sum()) for b in batches)
     return Packed(batches, int(lengths.sum()), n_loss)
+

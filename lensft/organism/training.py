@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from lensft.organism.config import ModelConfig, TrainConfig
-from lensft.organism.packing import Packed
+from lensft.organism.packing import Batch, Packed
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,17 @@ def _lr_lambda(total: int, warmup: int, min_ratio: float) -> Callable[[int], flo
     return f
 
 
+def forward_packed(model: LlamaForCausalLM, batch: Batch):
+    """The model's output on one packed batch, every packed sequence attending only to itself.
+
+    ``use_cache=False`` matters: transformers builds the block-diagonal mask from restarting
+    ``position_ids`` only when no cache is passed; with the default cache, packed sequences would
+    attend across each other at scrambled relative positions.
+    """
+    return model(input_ids=torch.from_numpy(batch.input_ids), position_ids=torch.from_numpy(batch.position_ids),
+                 labels=torch.from_numpy(batch.labels), use_cache=False)
+
+
 def train(model: LlamaForCausalLM, data: Packed, cfg: TrainConfig, *, seed: int, num_threads: int,
           stage: str = "train", progress: ProgressFn | None = None) -> list[dict]:
     """One pass over the batches of ``data``; returns the per-step log.
@@ -92,15 +103,13 @@ def train(model: LlamaForCausalLM, data: Packed, cfg: TrainConfig, *, seed: int,
         t0 = time.perf_counter()
         model.train()
         for step, batch in enumerate(data.batches):
-            ids = torch.from_numpy(batch.input_ids)
-            out = model(input_ids=ids, position_ids=torch.from_numpy(batch.position_ids),
-                        labels=torch.from_numpy(batch.labels))
+            out = forward_packed(model, batch)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            seen += int((ids != pad).sum())
+            seen += int((batch.input_ids != pad).sum())
             loss = float(out.loss.detach())
             history.append({"step": step + 1, "loss": round(loss, 5), "lr": sched.get_last_lr()[0],
                             "tokens": seen, "elapsed_s": round(time.perf_counter() - t0, 3)})

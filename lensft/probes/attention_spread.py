@@ -136,7 +136,8 @@ def attention_spread(handle: ModelHandle, prompts: PromptSet, settings: Attentio
     if prompts.kind not in AttentionSpreadProbe.kinds:
         raise LensftError(f"attention_spread takes text or task prompt sets, not {prompts.kind!r}")
     chat = prompts.header.chat if s.chat is None else s.chat
-    encoded = encode_for_spread(handle, prompts, chat=chat, max_length=s.max_length)
+    max_length = min(s.max_length, handle.max_positions or s.max_length)  # never past a learned position table
+    encoded = encode_for_spread(handle, prompts, chat=chat, max_length=max_length)
     phase_names: list[str] = []
     span_names: list[str] = []
     for e in encoded:

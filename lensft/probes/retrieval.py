@@ -101,6 +101,10 @@ def retrieval_scores(handle: ModelHandle, prompts: PromptSet, settings: Retrieva
             raise LensftError(f"needle item {it.id!r} has {len(ids)} tokens > max_length {s.max_length}; raise max_length")
         text = prompt_text(handle, it.prompt, chat=chat)
         n_answer = len(encode_continuation(handle, continuation_text(text, it.answer, chat=chat)))
+        limit = handle.max_positions
+        if limit is not None and len(ids) + n_answer > limit:
+            raise LensftError(f"needle item {it.id!r} needs {len(ids) + n_answer} positions (prompt and answer) but "
+                              f"{handle.label} has {limit}; use shorter needle prompts for this model")
         prompt_ids = torch.tensor(ids, device=device)
         past = None
         with use_kernel(handle):
