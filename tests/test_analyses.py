@@ -1,6 +1,6 @@
 """Every analyses/ notebook script runs top to bottom on the quick organism and parses as a notebook.
 
-The quick organism (about 2 minutes to train on 2 cores) is built once per test session under
+The quick organism (about 3 minutes to train on 2 cores) is built once per test session under
 pytest's base temp directory, with the 0.5 mix the mixes notebook reads.
 """
 

@@ -149,7 +149,11 @@ def _preset_test() -> OrganismConfig:
 
 
 def _preset_quick() -> OrganismConfig:
-    """A small organism that builds in under 3 minutes on 2 cores (a smaller world, same shape)."""
+    """A small organism that builds in under 3 minutes on 2 cores (a smaller world, same shape).
+
+    The SFT budget is what teaches reading: with 80k tokens per arm the short arm's cloze accuracy
+    stayed at 0.03, with 400k it is 0.52 (held-out set, greedy exact match).
+    """
     return OrganismConfig(
         name="quick",
         world=WorldConfig(n_countries=4, n_cities=10, n_companies=6, n_people=24),
@@ -165,7 +169,12 @@ def _preset_quick() -> OrganismConfig:
 
 
 def _preset_full() -> OrganismConfig:
-    """The default organism: base + short + long + three hybrids in under 20 minutes on 2 cores."""
+    """The default organism: base + short + long + three hybrids in under 20 minutes on 2 cores.
+
+    Measured (``benchmarks/bench_organism.py --preset full --eval``): built in 1,007 s; with
+    800k SFT tokens per arm the short arm's cloze accuracy is 0.51 (see the quick preset for why
+    the budget is this large).
+    """
     return OrganismConfig(
         name="full",
         world=WorldConfig(n_countries=8, n_cities=24, n_companies=12, n_people=80),
