@@ -95,4 +95,3 @@ def pack(seqs: list[np.ndarray], masks: list[np.ndarray], row_lengths: tuple[int
     batches = [batches[j] for j in rng.permutation(len(batches))]
     n_loss = sum(int((b.labels != -100).sum()) for b in batches)
     return Packed(batches, int(lengths.sum()), n_loss)
-

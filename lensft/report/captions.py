@@ -50,7 +50,7 @@ def task_accuracy(d: StudyData) -> str:
 
 
 def mix_curve(d: StudyData) -> str:
-    labels = [l for l in d.arm_labels("short_tasks") if d.long_fraction(l) is not None]
+    labels = d.sft_arms("short_tasks")
     out = []
     for t in d.tasks():
         vals = [(d.task_acc(l, t, "short_tasks"), l) for l in labels]
@@ -239,7 +239,7 @@ def knowledge_bars(d: StudyData) -> str:
 
 
 def knowledge_mix(d: StudyData) -> str:
-    labels = [l for l in d.arm_labels("knowledge") if d.long_fraction(l) is not None]
+    labels = d.sft_arms("knowledge")
     vals = [(l, d.summary("knowledge", l, "yn_accuracy")) for l in labels]
     vals = [(l, v) for l, v in vals if v is not None]
     m = [v.mean for _, v in vals]

@@ -164,9 +164,9 @@ def claim_knowledge(d: StudyData) -> Claim:
 
 
 def claim_mix_peaks(d: StudyData) -> Claim:
-    labels = [x for x in d.arm_labels("short_tasks") if d.long_fraction(x) is not None]
+    labels = d.sft_arms("short_tasks")
     g, m = ANALOGUE["gsm8k"], ANALOGUE["mmlu"]
-    if not any(x.startswith("mix-") for x in labels):
+    if not d.has_mixes("short_tasks"):
         return Claim(8, f"{g} (GSM8K) peaks at a 50/50 mix; {m} (MMLU) peaks at long-only",
                      "long fraction of the best mix", "GSM8K 50%; MMLU 100%", "n/a", None,
                      "needs organism hybrid mixes (organism-only step)")
@@ -185,8 +185,8 @@ def claim_mix_peaks(d: StudyData) -> Claim:
 
 
 def claim_retrieval_mix(d: StudyData) -> Claim:
-    labels = [x for x in d.arm_labels("retrieval") if d.long_fraction(x) is not None]
-    if not any(x.startswith("mix-") for x in labels):
+    labels = d.sft_arms("retrieval")
+    if not d.has_mixes("retrieval"):
         return Claim(9, "Retrieval score over mixes is non-monotonic", "mean head score ×100 by long fraction",
                      "17.31 at 10% UltraChat vs 16.94 long-only, 15.39 short-only", "n/a", None,
                      "needs organism hybrid mixes (organism-only step)")

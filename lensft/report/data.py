@@ -132,6 +132,14 @@ class StudyData:
         mixes = sorted((l for l in labels if l.startswith("mix-")), key=lambda l: float(l.split("-")[1]))
         return [l for l in ("base", "short") if l in labels] + mixes + (["long"] if "long" in labels else [])
 
+    def sft_arms(self, step: str) -> list[str]:
+        """The arms of ``step`` that have a long-data fraction: short, mixes, long (increasing)."""
+        return [l for l in self.arm_labels(step) if self.long_fraction(l) is not None]
+
+    def has_mixes(self, step: str) -> bool:
+        """Whether ``step`` ran any hybrid mix arm (organism-only)."""
+        return any(l.startswith("mix-") for l in self.labels(step))
+
     def long_fraction(self, label: str) -> Optional[float]:
         return {"short": 0.0, "long": 1.0}.get(label, float(label.split("-")[1]) if label.startswith("mix-") else None)
 

@@ -58,9 +58,9 @@ def task_accuracy(d: StudyData) -> Optional[go.Figure]:
 
 def mix_curve(d: StudyData) -> Optional[go.Figure]:
     """Figure 7 analogue: accuracy vs long-data fraction of the SFT mix."""
-    labels = [l for l in d.arm_labels("short_tasks") if d.long_fraction(l) is not None]
-    if not any(l.startswith("mix-") for l in labels):
+    if not d.has_mixes("short_tasks"):
         return None
+    labels = d.sft_arms("short_tasks")
     xs = [100 * d.long_fraction(l) for l in labels]  # type: ignore[operator]
     fig = go.Figure()
     for i, t in enumerate(d.tasks() + ["all"]):
@@ -347,9 +347,9 @@ def knowledge_bars(d: StudyData) -> Optional[go.Figure]:
 
 def knowledge_mix(d: StudyData) -> Optional[go.Figure]:
     """Figure 6: yes/no conflict accuracy vs long-data fraction."""
-    labels = [l for l in d.arm_labels("knowledge") if d.long_fraction(l) is not None]
-    if not any(l.startswith("mix-") for l in labels):
+    if not d.has_mixes("knowledge"):
         return None
+    labels = d.sft_arms("knowledge")
     xs = [100 * d.long_fraction(l) for l in labels]  # type: ignore[operator]
     fig = go.Figure()
     for key, name in (("yn_accuracy", "yes/no accuracy (follows memory)"), ("ctx_pref_rate", "context preferred (margin > 0)")):
