@@ -7,7 +7,8 @@ import tempfile
 
 from lensft.report.claims import claims_table
 from lensft.report.data import StudyData
-from lensft.study import STEP_NAMES, StepConfig, StudyConfig, run
+from lensft.report.pipeline import run_study as run
+from lensft.study import STEP_NAMES, StepConfig, StudyConfig
 
 out = os.environ.get("LENSFT_STUDY_OUT") or tempfile.mkdtemp(prefix="lensft-study-")
 # Study-level organism_dir holds one build per seed (<dir>/seed-<i>); LENSFT_STUDY_ORGANISM_DIR names it.

@@ -4,7 +4,7 @@
 import os
 
 from lensft import organism
-from lensft.checkpoints.triple import load_triple
+from lensft.checkpoints.load import load_triple
 from lensft.prompts import read_prompt_set
 from lensft.study.steps import subset
 

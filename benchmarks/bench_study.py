@@ -13,7 +13,7 @@ import statistics
 import time
 
 from lensft import organism
-from lensft.checkpoints.triple import load_triple
+from lensft.checkpoints.load import load_triple
 from lensft.graft import GraftSpec, graft_model
 from lensft.study.steps import bands
 

@@ -5,7 +5,7 @@ fp32, sharded like a real checkpoint), then alternates, ``--repeats`` times:
 
 - ``copy``: ``shutil.copy`` of the host's files into a fresh directory (the disk-bandwidth limit);
 - ``swap``: the ``lensft swap --mha long --ffn short`` command line in a subprocess (import time included);
-- ``swap (in-process)``: :func:`lensft.checkpoints.writer.write_graft` alone, and with ``hash_sources=False``.
+- ``swap (in-process)``: :func:`lensft.graft.export.write_graft` alone, and with ``hash_sources=False``.
 
 Prints wall-time ratios against the copy and the swap's peak resident memory divided by the size
 of the largest single tensor. Usage::
@@ -102,8 +102,8 @@ def timed_swap_cli(base: Path, short: Path, long: Path, out: Path) -> tuple[floa
 def timed_swap_inprocess(short: Path, long: Path, out: Path, hash_sources: bool) -> tuple[float, int]:
     code = (
         "import sys,time,os,resource\n"
-        "from lensft.checkpoints.triple import load_triple\n"
-        "from lensft.checkpoints.writer import write_graft\n"
+        "from lensft.checkpoints.load import load_triple\n"
+        "from lensft.graft.export import write_graft\n"
         "from lensft.graft import GraftSpec, plan_graft\n"
         "t=time.perf_counter()\n"
         "tr=load_triple(short=sys.argv[1], long=sys.argv[2])\n"
@@ -119,7 +119,7 @@ def timed_swap_inprocess(short: Path, long: Path, out: Path, hash_sources: bool)
 
 
 def baseline_rss() -> int:
-    code = f"import torch, lensft.cli.app, lensft.checkpoints.writer, lensft.graft; print({_HWM})"
+    code = f"import torch, lensft.cli.app, lensft.graft.export; print({_HWM})"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(r.stdout.strip().splitlines()[-1]) * 1024
 

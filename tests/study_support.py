@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from lensft.study import StudyConfig, run
+from lensft.report.pipeline import run_study as run
+from lensft.study import StudyConfig
 
 
 def tiny_organism_dir(factory: pytest.TempPathFactory) -> Path:

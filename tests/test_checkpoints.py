@@ -9,7 +9,7 @@ import torch
 
 from lensft.checkpoints import open_checkpoint
 from lensft.checkpoints.compat import check_compatibility
-from lensft.checkpoints.triple import load_triple
+from lensft.checkpoints.load import load_triple
 from lensft.errors import CheckpointError, IncompatibleCheckpoints
 from lensft.pico import build_pico, build_tokenizer
 

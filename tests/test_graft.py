@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lensft.checkpoints import open_checkpoint
-from lensft.checkpoints.triple import load_triple
-from lensft.checkpoints.writer import MANIFEST_NAME, write_graft
+from lensft.checkpoints.load import load_triple
+from lensft.graft.export import MANIFEST_NAME, write_graft
 from lensft.graft import GraftSpec, LayerRange, apply_graft, graft_model, plan_graft
 from lensft.pico import build_pico
 from lensft.variants import Role, Variant

@@ -84,7 +84,8 @@ def test_claims_are_computed_from_results(study_dir: Path, tmp_path: Path) -> No
 
 
 def test_user_triple_report_says_mixes_not_measured(llama_triple, tmp_path: Path) -> None:
-    from lensft.study import STEP_NAMES, StepConfig, StudyConfig, run
+    from lensft.report.pipeline import run_study as run
+    from lensft.study import STEP_NAMES, StepConfig, StudyConfig
     from lensft.variants import Variant
 
     cfg = StudyConfig(short=str(llama_triple[Variant.SHORT]), long=str(llama_triple[Variant.LONG]), png=False,

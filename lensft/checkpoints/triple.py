@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import torch
 
-from lensft.checkpoints.reader import CheckpointReader, TensorMeta, open_checkpoint
-from lensft.errors import CheckpointError, IncompatibleCheckpoints
+from lensft.checkpoints.reader import CheckpointReader, TensorMeta
+from lensft.errors import CheckpointError
 from lensft.families import FamilySpec
 from lensft.variants import Variant
 
 log = logging.getLogger(__name__)
 
-PathLike = str | os.PathLike[str]
 
 
 @dataclass
@@ -79,36 +77,3 @@ class CheckpointTriple:
         self._loaded.clear()
         for r in self.readers.values():
             r.close()
-
-
-def load_triple(*, short: PathLike, long: PathLike, base: PathLike | None = None, check: bool = True) -> CheckpointTriple:
-    """Open a base/short/long triple of local HF checkpoints lazily.
-
-    Only configs and tensor headers are read. With ``check`` (the default) the triple's
-    compatibility (family, config, tensor names/shapes/dtypes, tokenizer vocab) is verified and an
-    incompatible triple is refused before any work.
-
-    Raises:
-        CheckpointError: a path is missing or is not a readable checkpoint.
-        IncompatibleCheckpoints: naming the first offending field or tensor and both values.
-    """
-    paths = {Variant.SHORT: short, Variant.LONG: long}
-    if base is not None:
-        paths = {Variant.BASE: base, **paths}
-    readers = {v: open_checkpoint(p) for v, p in paths.items()}
-    resolved = {v: r.path.resolve() for v, r in readers.items()}
-    seen: dict[Path, Variant] = {}
-    for v, p in resolved.items():
-        if p in seen:
-            log.warning("%s and %s are the same directory (%s)", seen[p], v, p)
-        seen[p] = v
-    triple = CheckpointTriple(readers)
-    if check:
-        from lensft.checkpoints.compat import check_compatibility
-
-        report = check_compatibility(triple, weight_changes=False)
-        err = report.first_error()
-        if err:
-            raise IncompatibleCheckpoints(err)
-    return triple
-

@@ -1,41 +1,37 @@
-"""Writing grafted checkpoints: streamed tensor by tensor into safetensors, atomically.
+"""Writing checkpoints: streamed tensor by tensor into safetensors, atomically.
 
-The output directory is assembled in a hidden temporary sibling and renamed into place only
-when every shard, the config, the tokenizer files and ``lensft_manifest.json`` are complete, so
-an interrupted or failed write leaves no output. Source files are only ever opened for reading.
+:func:`write_checkpoint` assembles an output directory in a hidden temporary sibling and renames
+it into place only when every shard, the copied files (config, tokenizer) and the JSON sidecars
+are complete, so an interrupted or failed write leaves no output. What to write comes from the
+caller (:func:`lensft.graft.export.write_graft` for grafts); this module knows nothing of grafts.
 
-Memory: the safetensors header is computed from the plan's metadata before any data is read, then
-each tensor is read, grafted, written and dropped, so peak memory is a few times the largest
-single tensor, whatever the model size.
+Memory: each safetensors header is computed from tensor metadata before any data is read, then
+each tensor is produced, written and dropped, so peak memory is a few times the largest single
+tensor, whatever the model size.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
 import json
 import logging
 import os
 import shutil
 import struct
-import tempfile
-import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from lensft import __version__
+from lensft.atomic import staging_dir, write_json_atomic
 from lensft.checkpoints.reader import TORCH_TO_SAFETENSORS, TensorMeta
-from lensft.checkpoints.triple import CheckpointTriple
 from lensft.errors import GraftError, OutputExists
-from lensft.graft.plan import GraftPlan, graft_tensor
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "lensft_manifest.json"
 Progress = Callable[[int, int], None]
+#: produce(name) -> the tensor to write under ``name``
+Produce = Callable[[str], torch.Tensor]
 
 
 class SafetensorsStreamWriter:
@@ -81,130 +77,97 @@ class SafetensorsStreamWriter:
 
 
 @dataclass
-class WriteResult:
-    """What :func:`write_graft` wrote."""
+class Shard:
+    """One output safetensors file: its name and the tensors it holds, in write order."""
+
+    name: str
+    metas: list[TensorMeta]
+
+
+@dataclass
+class WrittenCheckpoint:
+    """What :func:`write_checkpoint` wrote."""
 
     path: Path
     n_tensors: int
     n_bytes: int
     shards: list[str]
-    manifest: dict
+    sidecars: dict[str, Any] = field(default_factory=dict)
 
 
-def _hash_files(paths: Iterable[Path], out: dict[str, str]) -> None:
-    for p in paths:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            while chunk := f.read(8 << 20):
-                h.update(chunk)
-        out[str(p)] = h.hexdigest()
-
-
-def _output_shard_names(plan: GraftPlan, triple: CheckpointTriple) -> dict[str, str]:
-    """Map each tensor to an output shard, following the host's sharding."""
-    host = triple[plan.spec.host]
-    shards = host.shards
-    if len(shards) == 1:
-        return {e.name: "model.safetensors" for e in plan}
-    if host.format == "safetensors":
-        rename = {s: s for s in shards}
-    else:
-        rename = {s: f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i, s in enumerate(shards)}
-    return {e.name: rename[host.shard_of(e.name)] for e in plan}
-
-
-def _check_output_path(out: Path, triple: CheckpointTriple, force: bool) -> None:
+def check_output_path(out: Path, inputs: dict[str, Path], force: bool) -> None:
+    """Refuse an output that overlaps an input directory, exists (without ``force``), is not a
+    directory, or has no parent. ``inputs`` maps a name used in messages to an input directory."""
     out_r = out.resolve()
-    for v, r in triple.readers.items():
-        src = r.path.resolve()
+    for name, path in inputs.items():
+        src = path.resolve()
         if out_r == src or src.is_relative_to(out_r) or out_r.is_relative_to(src):
-            raise GraftError(f"output {out} overlaps the {v} checkpoint {r.path}; choose another --out")
+            raise GraftError(f"output {out} overlaps the {name} checkpoint {path}; choose another output directory")
     if out.exists() and not force:
-        raise OutputExists(f"output {out} already exists; choose another --out or pass --force to replace it")
+        raise OutputExists(f"output {out} already exists; choose another output directory or replace it (force)")
     if out.exists() and not out.is_dir():
         raise GraftError(f"output {out} exists and is not a directory")
     if not out_r.parent.exists():
-        raise GraftError(f"the parent directory of --out ({out_r.parent}) does not exist")
+        raise GraftError(f"the parent directory of the output ({out_r.parent}) does not exist")
 
 
-def write_graft(plan: GraftPlan, triple: CheckpointTriple, out: str | os.PathLike[str], *, force: bool = False,
-                hash_sources: bool = True, progress: Optional[Progress] = None) -> WriteResult:
-    """Stream a graft to ``out`` as a checkpoint that ``transformers`` loads.
-
-    Writes the grafted tensors (sharded like the host), the host's ``config.json`` and tokenizer
-    files, and ``lensft_manifest.json`` (spec, per-tensor source, lensft version, sha256 of every
-    source weight file). Source files are hashed on a background thread while tensors stream.
+def write_checkpoint(out: str | os.PathLike[str], shards: Sequence[Shard], produce: Produce, *,
+                     copy_files: Sequence[Path] = (), sidecars: Callable[[], dict[str, Any]] | None = None,
+                     force: bool = False, progress: Optional[Progress] = None) -> WrittenCheckpoint:
+    """Stream tensors into safetensors shards and install the directory atomically.
 
     Args:
-        plan: from :func:`lensft.graft.plan_graft`.
-        triple: the opened source checkpoints.
-        out: output directory; must not exist unless ``force``.
-        force: replace an existing output directory (only after the new one is complete).
-        hash_sources: record sha256 of the source weight files in the manifest.
+        out: output directory (the caller has checked it with :func:`check_output_path`).
+        shards: the files to write and the tensors of each, in order.
+        produce: returns the tensor for a name (read, grafted ...); it must match its metadata.
+        copy_files: files copied verbatim into the output (config, tokenizer files).
+        sidecars: called once every tensor is written; returns ``{file name: JSON object}`` to
+            write beside the shards (e.g. the graft manifest).
+        force: replace an existing ``out`` (only once the new directory is complete).
         progress: called as ``progress(bytes_written, total_bytes)``.
     """
     out = Path(out)
-    _check_output_path(out, triple, force)
-    host = triple[plan.spec.host]
-    used = sorted({plan.spec.host} | {e.source for e in plan if e.grafted}, key=lambda v: v.value)
-
-    hashes: dict[str, str] = {}
-    hasher = None
-    if hash_sources:
-        files = [p for v in used for p in triple[v].weight_files()]
-        hasher = threading.Thread(target=_hash_files, args=(files, hashes), daemon=True)
-        hasher.start()
-
-    shard_of = _output_shard_names(plan, triple)
-    shard_names = list(dict.fromkeys(shard_of.values()))
-    total = sum(e.meta.nbytes for e in plan)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.lensft-tmp-", dir=out.resolve().parent))
+    total = sum(m.nbytes for s in shards for m in s.metas)
+    tmp = staging_dir(out)
     writer: SafetensorsStreamWriter | None = None
     try:
         done = 0
-        for shard in shard_names:
-            entries = [e for e in plan if shard_of[e.name] == shard]
-            writer = SafetensorsStreamWriter(tmp / shard, [e.meta for e in entries], {"format": "pt"})
-            for e in entries:
-                t = graft_tensor(e, lambda v, n: triple[v].get(n))
-                writer.write(e.name, t)
-                done += e.meta.nbytes
+        for shard in shards:
+            writer = SafetensorsStreamWriter(tmp / shard.name, shard.metas, {"format": "pt"})
+            for m in shard.metas:
+                t = produce(m.name)
+                writer.write(m.name, t)
+                done += m.nbytes
                 del t
                 if progress:
                     progress(done, total)
             writer.close()
             writer = None
-        if len(shard_names) > 1:
-            index = {"metadata": {"total_size": total}, "weight_map": {e.name: shard_of[e.name] for e in plan}}
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-        shutil.copy2(host.path / "config.json", tmp / "config.json")
-        for f in host.tokenizer_files():
+        if len(shards) > 1:
+            index = {"metadata": {"total_size": total},
+                     "weight_map": {m.name: s.name for s in shards for m in s.metas}}
+            write_json_atomic(tmp / "model.safetensors.index.json", index, indent=2)
+        for f in copy_files:
             shutil.copy2(f, tmp / f.name)
-        if hasher is not None:
-            hasher.join()
-        manifest = {
-            "lensft_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "family": plan.family.name,
-            "spec": json.loads(plan.spec.model_dump_json()),
-            "label": plan.spec.label,
-            "sources": {v.value: str(triple[v].path.resolve()) for v in triple.variants},
-            "source_file_sha256": hashes,
-            "tensors": plan.sources_by_tensor(),
-        }
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1))
-        _install(tmp, out, force)
+        extra = sidecars() if sidecars is not None else {}
+        for name, obj in extra.items():
+            write_json_atomic(tmp / name, obj)
+        install_dir(tmp, out, force)
     except BaseException:
         if writer is not None:
             writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("wrote graft %s to %s (%d tensors, %.1f MB)", plan.spec.label, out, len(plan), total / 1e6)
-    return WriteResult(out, len(plan), total, shard_names, manifest)
+    n = sum(len(s.metas) for s in shards)
+    return WrittenCheckpoint(out, n, total, [s.name for s in shards], extra)
 
 
-def _install(tmp: Path, out: Path, force: bool) -> None:
-    """Move the finished directory into place; an existing output is replaced only with ``force``."""
+def install_dir(tmp: Path, out: Path, force: bool) -> None:
+    """Move the finished directory into place; an existing output is replaced only with ``force``.
+
+    Files and folders get the usual permissions (0666 / 0777 less the umask), whatever the
+    libraries that wrote them chose (safetensors and mkstemp leave 0600)."""
+    _normalise_modes(tmp)
     if out.exists():
         if not force:
             raise OutputExists(f"output {out} appeared while writing; nothing was changed")
@@ -214,3 +177,11 @@ def _install(tmp: Path, out: Path, force: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, out)
+
+
+def _normalise_modes(root: Path) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(root, 0o777 & ~mask)
+    for p in root.rglob("*"):
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)

@@ -43,7 +43,7 @@ def study(
     no_png: Annotated[bool, typer.Option("--no-png", help="skip PNG export of the figures")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
 ) -> None:
-    from lensft.study import run
+    from lensft.report.pipeline import run_study as run
 
     data = StudyConfig.read_options(config) if config else {}
     if organism or short or long or base:

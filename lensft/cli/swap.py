@@ -42,8 +42,8 @@ def swap(
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
     no_hash: Annotated[bool, typer.Option("--no-hash", help="skip sha256 of the source files in the manifest")] = False,
 ) -> None:
-    from lensft.checkpoints.triple import load_triple
-    from lensft.checkpoints.writer import write_graft
+    from lensft.checkpoints.load import load_triple
+    from lensft.graft.export import write_graft
     from lensft.graft import GraftSpec, plan_graft
 
     overrides = {}
@@ -109,7 +109,7 @@ def inspect(
     Pass BASE SHORT LONG, or SHORT LONG without a base.
     """
     from lensft.checkpoints.compat import check_compatibility
-    from lensft.checkpoints.triple import load_triple
+    from lensft.checkpoints.load import load_triple
 
     if third is not None:
         base, s, l = short, long, third

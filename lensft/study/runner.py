@@ -281,13 +281,6 @@ def run(config: StudyConfig, out: str | os.PathLike[str], *, console: Any = None
     }
     _write_json(out / MANIFEST, manifest)
     outcome = StudyOutcome(out, manifest, failures=failures)
-    if config.report:
-        from lensft.report.render import write_report
-
-        t0 = time.perf_counter()
-        outcome.report = write_report(out, png=config.png)
-        manifest["report_seconds"] = round(time.perf_counter() - t0, 3)
-        _write_json(out / MANIFEST, manifest)
     for s in sources:
         s.triple.release()
     return outcome

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from lensft.checkpoints.triple import load_triple
+from lensft.checkpoints.load import load_triple
 from lensft.checkpoints.triple import CheckpointTriple
 from lensft.errors import LensftError
 from lensft.prompts import PromptSet, read_prompt_set
