@@ -6,7 +6,7 @@ import os
 from lensft import organism
 from lensft.checkpoints.load import load_triple
 from lensft.prompts import read_prompt_set
-from lensft.study.steps import subset
+from lensft.prompts import cap_per_task
 
 PRESET = os.environ.get("LENSFT_ORGANISM", "quick")
 MAX_ITEMS = int(os.environ.get("LENSFT_MAX_ITEMS", "40"))
@@ -17,5 +17,5 @@ def load_organism(mixes=None):
     out = os.environ.get("LENSFT_ORGANISM_DIR")
     b = organism.build(PRESET, mixes=mixes, out=out)
     triple = load_triple(base=b.base, short=b.short, long=b.long)
-    sets = {name: subset(read_prompt_set(p), MAX_ITEMS) for name, p in b.prompt_sets.items()}
+    sets = {name: cap_per_task(read_prompt_set(p), MAX_ITEMS) for name, p in b.prompt_sets.items()}
     return b, triple, sets

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 
 class LensftError(Exception):
-    """A problem with the user's input that lensft can explain in one line."""
+    """A problem with the user's input that lensft can explain in one line.
+
+    ``field`` names the input at fault in library terms (``alpha``, ``layers``, ``mha`` ...), so
+    a front end can point at its own name for it (the CLI adds the flag: ``--alpha``).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class CheckpointError(LensftError):

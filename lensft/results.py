@@ -14,10 +14,8 @@ A result file is one JSON object (``ProbeResult.model_dump``):
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,6 +23,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from lensft import __version__
+from lensft.atomic import write_text_atomic
 from lensft.errors import LensftError
 from lensft.provenance import Provenance
 
@@ -53,7 +52,6 @@ class ProbeResult(BaseModel):
     coords: dict[str, list[Any]] = Field(default_factory=dict, description="axis name -> labels")
     records: list[dict[str, Any]] = Field(default_factory=list)
     lensft_version: str = __version__
-    created: str = Field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     def array(self, name: str) -> np.ndarray:
         """A stored array as a float numpy array (NaN where the list held None)."""
@@ -85,14 +83,8 @@ def _to_jsonable(arr: np.ndarray) -> Any:
 
 
 def save_result(result: ProbeResult, path: str | os.PathLike[str]) -> Path:
-    """Write a result as JSON atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(result.model_dump_json(indent=1))
-    os.replace(tmp, p)
-    return p
+    """Write a result as JSON atomically. The file holds no timestamp, so equal results are equal bytes."""
+    return write_text_atomic(path, result.model_dump_json(indent=1))
 
 
 def load_result(path: str | os.PathLike[str]) -> ProbeResult:

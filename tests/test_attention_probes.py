@@ -235,10 +235,29 @@ def test_attention_spread_runs_on_every_family(family_triple, tmp_path: Path) ->
     # per-prompt values equal a direct kernel run on the same tokens
     e = res2.records[1]
     ids = torch.tensor([h.tokenizer(h.format_prompt("what is 12 minus 5?"), add_special_tokens=False)["input_ids"]])
-    with torch.no_grad(), collect_attention(h, phases={"prompt": [(0, ids.shape[1])]}) as col:
+    with torch.no_grad(), collect_attention(h, phases={"prompt": [(0, ids.shape[1] - 1)]}) as col:
         h.model(ids)
-    assert e["phase_tokens"]["prompt"] == ids.shape[1]
+    assert e["phase_tokens"]["prompt"] == ids.shape[1] - 1  # the last prompt query generates the answer
     assert_close(torch.tensor(res2.array("entropy_per_prompt")[1, 0]), col.means()[0, :, :, 0], **TOL)
+
+
+@pytest.mark.parametrize("convention", ["generating", "at_tokens"])
+@torch.no_grad()
+def test_answer_phase_queries_follow_the_named_convention(llama_triple, convention: str) -> None:
+    """Oracle: HF eager attention weights. A one-token answer is *generated* by the query at the last
+    prompt position (``generating``) and sits at the next position (``at_tokens``)."""
+    h = load_model(llama_triple[Variant.BASE])
+    ps = make_prompt_set("one", "1", "task", [TaskItem(id="q", task="t", prompt="what is 2 plus 2?", answer="4")])
+    res = get_probe("attention_spread").run(h, ps, {"chat": False, "phase_queries": convention})
+    p = h.tokenizer("what is 2 plus 2?")["input_ids"]
+    a = h.tokenizer(" 4", add_special_tokens=False)["input_ids"]  # plain prompts: the answer follows a space
+    assert len(a) == 1, "the oracle needs a one-token answer"
+    h.set_attn_implementation("eager")
+    att = h.model(torch.tensor([p + a]), output_attentions=True).attentions
+    q = len(p) - 1 if convention == "generating" else len(p)
+    want = torch.stack([-(w[0, :, q] * w[0, :, q].clamp_min(1e-30).log()).sum(-1) for w in att])  # [layer, head]
+    got = torch.tensor(res.array("entropy")[res.coords["phase"].index("answer")])
+    assert_close(got, want.double(), atol=1e-5, rtol=1e-5)
 
 
 def test_attention_spread_streamed_and_sdpa_outputs_agree(llama_triple) -> None:

@@ -87,24 +87,36 @@ def test_console_script(pico_triples, tmp_path) -> None:
 
 
 def test_every_registered_probe_runs_on_its_built_in_prompts(pico_triples, tmp_path, capsys) -> None:
-    from lensft.probes.registry import list_probes
+    from lensft.probes.registry import get_probe, is_pair_probe, list_probes
 
-    model = str(pico_triples["qwen2"][Variant.BASE])
-    for name in list_probes():
+    model, other = (str(pico_triples["qwen2"][v]) for v in (Variant.BASE, Variant.LONG))
+    names = list(list_probes())
+    assert "patching" in names and is_pair_probe(get_probe("patching"))
+    for name in names:
         out = tmp_path / f"{name}.json"
-        assert main(["probe", name, "--model", model, "--out", str(out)]) == 0, capsys.readouterr().err
+        donor = ["--donor", other] if is_pair_probe(get_probe(name)) else []
+        assert main(["probe", name, "--model", model, *donor, "--out", str(out)]) == 0, capsys.readouterr().err
         res = load_result(out)
         assert res.probe == name and res.prompt_set is not None and res.prompt_set.n_items > 0
+
+
+def test_pair_probe_needs_a_donor_and_a_plain_probe_refuses_one(pico_triples, tmp_path, capsys) -> None:
+    model = str(pico_triples["qwen2"][Variant.BASE])
+    assert main(["probe", "patching", "--model", model, "--out", str(tmp_path / "p.json")]) == 1
+    assert "pair probe: give --donor" in capsys.readouterr().err
+    assert main(["probe", "ffn_activations", "--model", model, "--donor", model, "--out", str(tmp_path / "f.json")]) == 1
+    assert "takes no --donor" in capsys.readouterr().err
+    assert not (tmp_path / "p.json").exists() and not (tmp_path / "f.json").exists()
 
 
 def test_patch_command(pico_triples, tmp_path, capsys) -> None:
     short, long = (str(pico_triples["llama"][v]) for v in (Variant.SHORT, Variant.LONG))
     out = tmp_path / "patch.json"
-    assert main(["patch", "--receiver", short, "--donor", short, "--component", "mha", "--out", str(out)]) == 0
+    assert main(["patch", "--host", short, "--donor", short, "--component", "mha", "--out", str(out)]) == 0
     res = load_result(out)
-    assert res.probe == "patch_across" and res.dims["delta"] == ["component", "layer"]
+    assert res.probe == "patching" and res.dims["delta"] == ["component", "layer"]
     assert all(abs(x) < 1e-9 for row in res.arrays["delta"] for x in row)  # donor == receiver: nothing moves
-    assert main(["patch", "--receiver", short, "--donor", long, "--layers", "1:2", "--out", str(out), "--force"]) == 0
+    assert main(["patch", "--host", short, "--donor", long, "--layers", "1:2", "--out", str(out), "--force"]) == 0
     capsys.readouterr()
-    assert main(["patch", "--receiver", short, "--donor", long, "--component", "attn", "--out", str(tmp_path / "x.json")]) == 1
+    assert main(["patch", "--host", short, "--donor", long, "--component", "attn", "--out", str(tmp_path / "x.json")]) == 1
     assert "component must be mha, ffn or both" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
@@ -39,10 +40,12 @@ def test_batch_moments_by_hand() -> None:
     assert torch.isnan(empty.mean)
 
 
+@pytest.mark.parametrize("skip_special", [False, True])
 @pytest.mark.parametrize("family", PROBE_FAMILIES)
-def test_stats_match_hooked_tensors(pico_triples, family: str) -> None:
+def test_stats_match_hooked_tensors(pico_triples, family: str, skip_special: bool) -> None:
     h = load_model(pico_triples[family][Variant.BASE])
-    s = FFNSettings(thresholds=[1e-2, 5e-2], batch_size=2)
+    s = FFNSettings(thresholds=[1e-2, 5e-2], batch_size=2, skip_special=skip_special)
+    special = set(h.tokenizer.all_special_ids) if skip_special else set()
     res = FFNActivationsProbe().run(h, TASKS, s)
     sites = ffn_sites(h)
     assert res.coords["site"] == list(sites)
@@ -67,10 +70,11 @@ def test_stats_match_hooked_tensors(pico_triples, family: str) -> None:
             for k in grabbed:
                 grabbed[k].clear()
             h.model(torch.tensor([p + a]))
+            keep = torch.tensor([t not in special for t in p + a])  # the oracle drops special tokens itself
             for k in sites:
                 for i, t in grabbed[k]:
-                    per_layer[k][i].append(t[0].flatten())
-                    ans_layer[k][i].append(t[0, len(p):].flatten())
+                    per_layer[k][i].append(t[0][keep].flatten())
+                    ans_layer[k][i].append(t[0, len(p):][keep[len(p):]].flatten())
     for hk in hooks:
         hk.remove()
     mean, var, sp = res.array("mean"), res.array("var"), res.array("sparsity")
@@ -83,6 +87,12 @@ def test_stats_match_hooked_tensors(pico_triples, family: str) -> None:
             assert sp[si, 0, i, 1] == pytest.approx(float((allv.abs() < 5e-2).double().mean()), abs=1e-9)
             assert mean[si, 2, i] == pytest.approx(float(ansv.mean()), rel=1e-4, abs=1e-7)
     assert res.summary["n_tokens"] == res.array("n_tokens")[1] + res.array("n_tokens")[2]
+    # per-item moments pool back to the layer statistics (count, sum, sum of squares, below threshold)
+    mom = np.array([r["act_moments"] for r in res.records]).sum(0)  # [layer, 4]
+    assert mom[:, 1] / mom[:, 0] == pytest.approx(mean[0, 0], rel=1e-9)
+    assert mom[:, 3] / mom[:, 0] == pytest.approx(sp[0, 0, :, 0], rel=1e-9)
+    if skip_special:
+        assert any(t in special for it in TASKS.items for t in encode_prompt(h, prompt_text(h, it.prompt, chat=True), chat=True))
 
 
 def test_batch_size_invariance_and_roundtrip(pico_triples, tmp_path) -> None:

@@ -171,6 +171,6 @@ def test_layer_range_parsing() -> None:
 
 
 def test_spec_labels() -> None:
-    assert GraftSpec.build(mha="long", ffn="short").label == "short+long.mha"
+    assert GraftSpec.build(mha="long", ffn="short").label == "short + long.mha"
     assert GraftSpec.build(mha="short", ffn="short").label == "short"
-    assert GraftSpec.build(mha="long", ffn="short", layers="2:4", alpha=0.5).label == "short+long.mha[2:4]@0.5"
+    assert GraftSpec.build(mha="long", ffn="short", layers="2:4", alpha=0.5).label == "short + long.mha[2:4]@0.5"

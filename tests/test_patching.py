@@ -65,7 +65,7 @@ def test_single_layer_patch_and_task_metric(pico_triples, tmp_path) -> None:
     texts = [prompt_text(r, it.prompt, chat=True) for it in items]
     base = continuation_logprobs(r, [encode_prompt(r, t, chat=True) for t in texts],
                                  [encode_continuation(r, continuation_text(t, it.answer, chat=True)) for t, it in zip(texts, items)])
-    assert res.summary["receiver_metric"] == pytest.approx(sum(x[0] for x in base) / 2, abs=1e-4)
+    assert res.summary["host_metric"] == pytest.approx(sum(x[0] for x in base) / 2, abs=1e-4)
     delta = res.array("delta")
     assert delta.shape == (1, r.n_layers) and torch.isnan(torch.tensor(delta[0, 0])) and delta[0, 1] != 0
     # one layer patched alone and "all" over the single chosen layer agree

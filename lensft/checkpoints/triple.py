@@ -32,7 +32,7 @@ class CheckpointTriple:
     def __getitem__(self, v: Variant | str) -> CheckpointReader:
         v = Variant(v)
         if v not in self.readers:
-            raise CheckpointError(f"no {v} checkpoint was given; pass --{v} DIR")
+            raise CheckpointError(f"no {v} checkpoint was given; give its directory", field=str(v))
         return self.readers[v]
 
     def __contains__(self, v: object) -> bool:

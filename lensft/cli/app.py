@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False, prog_name="lensft")
     except LensftError as e:
-        err_console.print(f"[bold red]error:[/] {e}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {_with_flag(e, argv)}", soft_wrap=True)
         return _exit(1)
     except typer.Exit as e:
         return _exit(getattr(e, "exit_code", 0))
@@ -100,6 +100,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         return _exit(2)
     return _exit(0)
+
+
+def _with_flag(e: LensftError, argv: list[str] | None) -> str:
+    """The error's message with the command-line flag of the input at fault, when the library
+    names one with ``field``: ``--alpha: ...`` if the user typed it, ``... (see --base)`` if not."""
+    field = getattr(e, "field", None)
+    if not field:
+        return str(e)
+    flag = "--" + field.replace("_", "-")
+    typed = argv if argv is not None else sys.argv[1:]
+    if any(a == flag or a.startswith(flag + "=") for a in typed):
+        return f"{flag}: {e}"
+    return f"{e} (see {flag})"
 
 
 def _exit(code: int | None) -> int:

@@ -37,6 +37,8 @@ Examples:
 
   lensft probe knowledge_preference --model ckpt/long --prompts conflicts.jsonl --set generate=false
 
+  lensft probe patching --model ckpt/short --donor ckpt/long --set component=mha
+
 --set takes key=value pairs of the probe's settings; values are parsed as JSON when they can be
 (numbers, true/false, [lists]) and as strings otherwise. Without --prompts a tiny built-in prompt
 set is used.
@@ -102,7 +104,8 @@ def summary_table(result: ProbeResult) -> Table:
 
 def probe(
     name: Annotated[Optional[str], typer.Argument(help="registered probe name (see --list)")] = None,
-    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint directory")] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint directory (the host of a pair probe)")] = None,
+    donor: Annotated[Optional[Path], typer.Option("--donor", help="donor checkpoint of a pair probe (e.g. patching)")] = None,
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="prompt-set file [default: built-in set]")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="result JSON path [default: NAME.json]")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="probe setting key=value (repeatable)")] = None,
@@ -110,15 +113,10 @@ def probe(
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
     attn: Annotated[Optional[str], typer.Option("--attn", help="attention implementation (eager, sdpa ...)")] = None,
 ) -> None:
-    from lensft.probes.registry import get_probe, list_probes
+    from lensft.probes.registry import get_probe
 
     if list_:
-        t = Table(title="probes", header_style="bold")
-        t.add_column("name")
-        t.add_column("description")
-        for n, d in list_probes().items():
-            t.add_row(n, d)
-        console.print(t)
+        console.print(_probe_table())
         return
     if not name:
         raise LensftError("name a probe (lensft probe NAME --model DIR) or pass --list")
@@ -126,32 +124,54 @@ def probe(
     if model is None:
         raise LensftError("--model DIR is required")
     settings = parse_settings(pr.Settings, list(set_ or []))
-    out_path = out if out is not None else Path(f"{name}.json")
-    if out_path.exists() and not force:
-        raise OutputExists(f"{out_path} exists; pass --force to replace it or choose another --out")
-    ps = load_probe_prompts(pr, prompts)
+    run_and_save(pr, model, donor, prompts, settings, out if out is not None else Path(f"{name}.json"), force, attn)
 
+
+def _probe_table() -> Table:
+    from lensft.probes.registry import get_probe, is_pair_probe, list_probes
+
+    t = Table(title="probes", header_style="bold")
+    for c in ("name", "takes", "description"):
+        t.add_column(c)
+    for n, d in list_probes().items():
+        pr = get_probe(n)
+        t.add_row(n, ("--model (host) and --donor" if is_pair_probe(pr) else "--model") + f"; {', '.join(pr.kinds)} sets", d)
+    return t
+
+
+def run_and_save(pr: Any, model: Path, donor: Optional[Path], prompts: Optional[Path], settings: BaseModel,
+                 out: Path, force: bool, attn: Optional[str] = None) -> ProbeResult:
+    """Load the model(s), run the probe (a pair probe on host ``model`` and ``donor``), save, print."""
     from lensft.handle import load_model
+    from lensft.probes.registry import is_pair_probe
 
-    handle = load_model(model, attn_implementation=attn)
-    result = pr.run(handle, ps, settings)
-    save_result(result, out_path)
+    pair = is_pair_probe(pr)
+    if pair != (donor is not None):
+        raise LensftError(f"probe {pr.name!r} " + ("is a pair probe: give --donor DIR" if pair else "takes no --donor"))
+    if out.exists() and not force:
+        raise OutputExists(f"{out} exists; pass --force to replace it or choose another --out")
+    ps = load_probe_prompts(pr, prompts)
+    host = load_model(model, attn_implementation=attn)
+    result = pr.run_pair(host, load_model(donor), ps, settings) if pair else pr.run(host, ps, settings)  # type: ignore[arg-type]
+    save_result(result, out)
     console.print(summary_table(result))
-    console.print(f"saved {out_path}")
+    console.print(f"saved {out}")
+    return result
 
 
 PATCH_HELP = """Patch one checkpoint's MHA and/or FFN outputs into another, layer by layer, and save
-the change in a metric (default: the knowledge-preference margin on conflict items).
+the change in a metric (default: the knowledge-preference margin on conflict items). The same as
+`lensft probe patching --model HOST --donor DONOR`.
 
 Example: where does the long model's attention move the short model towards the context?
 
-  lensft patch --receiver ckpt/short --donor ckpt/long --component mha --out patch-mha.json
+  lensft patch --host ckpt/short --donor ckpt/long --component mha --out patch-mha.json
 """
 
 
 def patch(
-    receiver: Annotated[Path, typer.Option("--receiver", help="checkpoint that is run and patched")],
-    donor: Annotated[Path, typer.Option("--donor", help="checkpoint whose module outputs are patched in")],
+    host: Annotated[Path, typer.Option("--host", help="checkpoint that is run and patched")],
+    donor: Annotated[Path, typer.Option("--donor", help="checkpoint whose block outputs are patched in")],
     component: Annotated[str, typer.Option("--component", help="mha, ffn or both")] = "both",
     layers: Annotated[Optional[str], typer.Option("--layers", help="layers a:b to patch [default: all]")] = None,
     metric: Annotated[str, typer.Option("--metric", help="auto, margin (conflict sets) or answer_logprob (task sets)")] = "auto",
@@ -160,34 +180,18 @@ def patch(
     force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
 ) -> None:
     from lensft.graft import LayerRange
-    from lensft.probes.conflict_formats import load_conflicts
     from lensft.probes.registry import get_probe
 
-    if out.exists() and not force:
-        raise OutputExists(f"{out} exists; pass --force to replace it or choose another --out")
-    if prompts is None:
-        ps = load_probe_prompts(get_probe("knowledge_preference"), None)
-    else:
-        ps = read_prompt_set(prompts) if _is_lensft_set(prompts) else load_conflicts(prompts)
-    rng = LayerRange.parse(layers) if layers else None
-
-    from lensft.handle import load_model
-    from lensft.probes.patching import patch_across
-
-    r, d = load_model(receiver), load_model(donor)
-    idx = None if rng is None else list(range(rng.start, min(rng.stop, r.n_layers)))
-    result = patch_across(r, d, ps, component=component, layers=idx, metric=metric)  # type: ignore[arg-type]
-    save_result(result, out)
-    console.print(summary_table(result))
-    console.print(f"saved {out}")
-
-
-def _is_lensft_set(path: Path) -> bool:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return '"lensft_prompt_set"' in f.readline()
-    except OSError:
-        raise LensftError(f"prompt set {path} does not exist") from None
+    pr = get_probe("patching")
+    for flag, value, allowed in (("--component", component, ("mha", "ffn", "both")),
+                                 ("--metric", metric, ("auto", "margin", "answer_logprob"))):
+        if value not in allowed:
+            raise LensftError(f"{flag} must be one of {', '.join(allowed)} (got {value!r})")
+    pairs = [f"component={component}", f"metric={metric}"]
+    if layers:
+        rng = LayerRange.parse(layers)
+        pairs.append(f"layers={list(range(rng.start, rng.stop))}")
+    run_and_save(pr, host, donor, prompts, parse_settings(pr.Settings, pairs), out, force)
 
 
 def register(app: typer.Typer) -> None:

@@ -107,9 +107,10 @@ def plan_graft(spec: GraftSpec, family: FamilySpec, n_layers: int,
 
     for v in spec.variants():
         if v not in tensors:
-            raise GraftError(f"the graft needs the {v} checkpoint, but none was given; pass --{v} DIR")
+            raise GraftError(f"the graft needs the {v} checkpoint, but none was given", field=str(v))
     if spec.layers is not None and spec.layers.stop > n_layers:
-        raise GraftError(f"layer range {spec.layers} is out of bounds: the model has {n_layers} layers (0:{n_layers})")
+        raise GraftError(f"layer range {spec.layers} is out of bounds: the model has {n_layers} layers (0:{n_layers})",
+                         field="layers")
 
     host = tensors[spec.host]
     entries: list[PlanEntry] = []

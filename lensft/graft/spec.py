@@ -35,7 +35,7 @@ class LayerRange(BaseModel):
             return cls(start=i, stop=i + 1)
         except (ValueError, TypeError) as e:
             msg = str(e).splitlines()[-1] if "empty" in str(e) else "use a:b, e.g. 8:24 for layers 8..23"
-            raise GraftError(f"bad layer range {text!r}: {msg}") from None
+            raise GraftError(f"bad layer range {text!r}: {msg}", field="layers") from None
 
     def __contains__(self, layer: object) -> bool:
         return isinstance(layer, int) and self.start <= layer < self.stop
@@ -82,26 +82,27 @@ class GraftSpec(BaseModel):
         ``host`` defaults to the FFN's source, so ``mha=long, ffn=short`` is the paper's
         "short model with the long model's MHA".
         """
-        def variant(what: str, v: str) -> Variant:
+        def variant(what: str, v: str, field: str) -> Variant:
             try:
                 return Variant(v)
             except ValueError:
-                raise GraftError(f"--{what} must be one of base, short, long (got {v!r})") from None
+                raise GraftError(f"the {what} source must be one of base, short, long (got {v!r})", field=field) from None
 
         if norms not in ("host", "module"):
-            raise GraftError(f"--norms must be 'host' or 'module' (got {norms!r})")
+            raise GraftError(f"the norm policy must be 'host' or 'module' (got {norms!r})", field="norms")
         if not (0.0 <= alpha <= 1.0) or alpha != alpha:
-            raise GraftError(f"--alpha must be in [0, 1] (got {alpha})")
+            raise GraftError(f"the interpolation weight alpha must be in [0, 1] (got {alpha})", field="alpha")
         rng = LayerRange.parse(layers) if isinstance(layers, str) else layers
         ov: dict[Role, Variant] = {}
         for k, v in (overrides or {}).items():
             try:
                 role = Role(k)
             except ValueError:
-                raise GraftError(f"unknown role {k!r}; roles are {', '.join(r.value for r in Role)}") from None
-            ov[role] = variant(k, v)
-        m, f = variant("mha", mha), variant("ffn", ffn)
-        h = variant("host", host) if host else f
+                raise GraftError(f"unknown role {k!r}; roles are {', '.join(r.value for r in Role)}",
+                                 field="role") from None
+            ov[role] = variant(f"{k} role's", v, "role")
+        m, f = variant("mha", mha, "mha"), variant("ffn", ffn, "ffn")
+        h = variant("host", host, "host") if host else f
         return cls(host=h, mha=m, ffn=f, norms=norms, layers=rng, alpha=alpha, overrides=ov)  # type: ignore[arg-type]
 
     def source_for(self, role: Role, layer: int | None) -> Variant:
@@ -126,7 +127,7 @@ class GraftSpec(BaseModel):
 
     @property
     def label(self) -> str:
-        """A short display name, e.g. ``short+long.mha`` or ``short+long.mha[8:24]@0.5``."""
+        """Display name ``host + donor.block``: ``short + long.mha``, ``short + long.mha[8:24]@0.5``."""
         parts = [str(self.host)]
         for block, src in (("mha", self.mha), ("ffn", self.ffn)):
             if src != self.host:
@@ -134,7 +135,7 @@ class GraftSpec(BaseModel):
         for role, src in sorted(self.overrides.items()):
             if src != self.host:
                 parts.append(f"{src}.{role}")
-        label = "+".join(parts)
+        label = " + ".join(parts)
         if self.layers is not None and len(parts) > 1:
             label += f"[{self.layers}]"
         if self.alpha != 1.0 and len(parts) > 1:

@@ -12,9 +12,16 @@ Inputs:
   named spans (a token belongs to a span when its character range overlaps it) plus ``all``.
   The same spans are the key spans whose attention mass is measured.
 - ``task`` items: the prompt is chat-formatted (unless ``chat`` is off) and the gold answer is
-  appended as the assistant's continuation. Phases: ``prompt`` (the prompt tokens' queries) and
-  ``answer``; if the item has ``reasoning`` the text is prompt + reasoning + newline + answer
-  and the phases are ``prompt``, ``reasoning`` and ``answer``. Key span: ``prompt``.
+  appended as the assistant's continuation. Phases: ``prompt`` and ``answer``; if the item has
+  ``reasoning`` the text is prompt + reasoning + newline + answer and the phases are ``prompt``,
+  ``reasoning`` and ``answer``. Key span: ``prompt``.
+
+  Which queries make a phase (``phase_queries``): ``generating`` (default) takes the positions
+  that *generate* the phase's tokens, i.e. the query at position t-1 for token t, as during
+  decoding (the paper's reasoning and answering periods are periods of generation); the last
+  prompt position generates the first answer (or reasoning) token, so it belongs to that phase.
+  ``at_tokens`` takes the queries at the phase's own token positions (each predicts the token
+  after it); lensft used it before version 0.2.
 
 Output arrays (``dims`` in brackets): ``entropy``, ``norm_entropy`` (entropy / log of the number
 of visible keys), ``distance`` (mean attention distance in tokens), ``sink`` (mass on position 0)
@@ -55,6 +62,8 @@ class AttentionSpreadSettings(BaseModel):
     max_length: int = Field(4096, ge=2, description="prompts are cut to this many tokens")
     chat: Optional[bool] = Field(None, description="chat-format task prompts; None = the prompt set's header")
     output: Literal["streamed", "sdpa"] = Field("streamed", description="attention output from the streamed pass or torch sdpa")
+    phase_queries: Literal["generating", "at_tokens"] = Field(
+        "generating", description="task items: a phase's queries are the positions that generate its tokens, or its tokens")
 
 
 @dataclass
@@ -85,7 +94,14 @@ def char_span_to_tokens(offsets: list[tuple[int, int]], start: int, end: int) ->
     return [e > b and b < end and e > start for b, e in offsets]
 
 
-def encode_for_spread(handle: ModelHandle, prompts: PromptSet, *, chat: bool, max_length: int) -> list[EncodedPrompt]:
+def generating_queries(phases: dict[str, list[tuple[int, int]]]) -> dict[str, list[tuple[int, int]]]:
+    """Shift every phase one position left: the query at t-1 generates token t (empty ranges dropped)."""
+    shifted = {k: [(max(a - 1, 0), b - 1) for a, b in v] for k, v in phases.items()}
+    return {k: [(a, b) for a, b in v if b > a] for k, v in shifted.items()}
+
+
+def encode_for_spread(handle: ModelHandle, prompts: PromptSet, *, chat: bool, max_length: int,
+                      phase_queries: str = "generating") -> list[EncodedPrompt]:
     """Tokenize ``text`` or ``task`` items into ids, phases and key spans."""
     out: list[EncodedPrompt] = []
     for it in prompts.items:
@@ -118,6 +134,8 @@ def encode_for_spread(handle: ModelHandle, prompts: PromptSet, *, chat: bool, ma
             phases["answer"] = [(len(ids), len(ids) + len(a))]
             ids += a
             key_spans = {"prompt": (0, len(p))}
+            if phase_queries == "generating":
+                phases = generating_queries({"prompt": [(1, len(p))], **{k: v for k, v in phases.items() if k != "prompt"}})
         else:
             raise LensftError(f"attention_spread takes text or task prompt sets, not {prompts.kind!r}")
         truncated = len(ids) > max_length
@@ -137,7 +155,7 @@ def attention_spread(handle: ModelHandle, prompts: PromptSet, settings: Attentio
         raise LensftError(f"attention_spread takes text or task prompt sets, not {prompts.kind!r}")
     chat = prompts.header.chat if s.chat is None else s.chat
     max_length = min(s.max_length, handle.max_positions or s.max_length)  # never past a learned position table
-    encoded = encode_for_spread(handle, prompts, chat=chat, max_length=max_length)
+    encoded = encode_for_spread(handle, prompts, chat=chat, max_length=max_length, phase_queries=s.phase_queries)
     phase_names: list[str] = []
     span_names: list[str] = []
     for e in encoded:

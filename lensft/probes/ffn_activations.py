@@ -23,7 +23,13 @@ Result arrays: ``mean``, ``var``, ``abs_mean`` with dims ``[site, phase, layer]`
 with dims ``[site, phase, layer, threshold]``; ``n_tokens`` with dims ``[phase]``. Summary:
 ``{site}_mean``, ``{site}_var``, ``{site}_abs_mean``, ``{site}_sparsity`` (first threshold),
 averaged over layers on phase ``all``; plain ``mean``/``var``/``sparsity`` repeat the ``act`` site.
-Records: one per item with its token count and per-layer ``act`` mean and sparsity (phase all).
+Records: one per item with its token count, per-layer ``act`` mean and sparsity (phase all) and
+``act_moments``: per layer ``[count, sum a, sum a^2, #(|a| < first threshold)]``, the sums from
+which the report pools (and bootstraps) the statistics over any subset of items.
+
+Special tokens (BOS, EOS, chat-template markers: the tokenizer's ``all_special_ids``) are left out
+of every phase by default (``skip_special``): they carry large, content-free activations that
+would swamp the statistics of the text.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class FFNSettings(BaseModel):
     chat: Optional[bool] = Field(None, description="chat-format task/conflict prompts; None = the prompt set's header")
     batch_size: int = Field(8, ge=1)
     max_length: int = Field(1024, ge=2, description="truncate items to this many tokens")
+    skip_special: bool = Field(True, description="leave out special tokens (BOS, chat-template markers) from every phase")
 
 
 # ---------------------------------------------------------------------------------------- math
@@ -154,7 +161,7 @@ def ffn_sites(handle: ModelHandle) -> dict[str, tuple[str, str]]:
 
 @torch.no_grad()
 def ffn_moments(handle: ModelHandle, encoded: list[_Encoded], phase_names: list[str], thresholds: list[float],
-                batch_size: int = 8) -> tuple[Tensor, Tensor, Tensor]:
+                batch_size: int = 8, skip_special: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Trace the model with nnsight and accumulate moments.
 
     Returns ``(total [site, phase, layer, stat], per_item [item, site, layer, stat], n_tokens [phase])``
@@ -178,6 +185,8 @@ def ffn_moments(handle: ModelHandle, encoded: list[_Encoded], phase_names: list[
             for name, flags in e.phases.items():
                 if name in phase_names:
                     masks[phase_names.index(name), r, :len(flags)] = torch.tensor(flags, dtype=torch.bool)
+        if skip_special:
+            masks &= ~special_token_mask(handle, b.input_ids).unsqueeze(0)
         n_tokens += masks.sum((1, 2)).double().cpu()
         saved = []
         with lm.trace(b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids):
@@ -190,6 +199,12 @@ def ffn_moments(handle: ModelHandle, encoded: list[_Encoded], phase_names: list[
         total += got.sum(3).permute(1, 2, 0, 3)
         per_item.append(got[:, :, 0].permute(2, 1, 0, 3))  # [batch, site, layer, stat]
     return total, torch.cat(per_item, 0), n_tokens
+
+
+def special_token_mask(handle: ModelHandle, input_ids: Tensor) -> Tensor:
+    """True where a token is one of the tokenizer's special tokens (BOS, EOS, chat markers, padding)."""
+    special = torch.tensor(sorted(set(handle.tokenizer.all_special_ids)), dtype=input_ids.dtype, device=input_ids.device)
+    return torch.isin(input_ids, special)
 
 
 def _phase_names(encoded: list[_Encoded], keep: Optional[list[str]]) -> list[str]:
@@ -219,7 +234,7 @@ class FFNActivationsProbe:
             raise LensftError("ffn_activations needs at least one sparsity threshold")
         encoded = _encode_items(handle, prompts, s)
         phases = _phase_names(encoded, s.phases)
-        total, per_item, n_tok = ffn_moments(handle, encoded, phases, s.thresholds, s.batch_size)
+        total, per_item, n_tok = ffn_moments(handle, encoded, phases, s.thresholds, s.batch_size, s.skip_special)
         st = finalize_moments(total)
         site_names = list(ffn_sites(handle))
         res = ProbeResult(probe=self.name, model=handle.provenance, settings=s.model_dump(),
@@ -242,7 +257,8 @@ class FFNActivationsProbe:
         item_st = finalize_moments(per_item)
         for e, m, sp, mom in zip(encoded, item_st.mean, item_st.sparsity, per_item):
             res.records.append({"id": e.id, "n_tokens": len(e.ids), "act_mean": _floats(m[0]),
-                                "act_sparsity": _floats(sp[0, :, 0])})
+                                "act_sparsity": _floats(sp[0, :, 0]),
+                                "act_moments": [_floats(row) for row in mom[0][:, [0, 1, 2, N_FIXED]]]})
         return res
 
 

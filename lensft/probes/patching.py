@@ -1,11 +1,11 @@
-"""Activation patching across checkpoints: put a donor's MHA / FFN outputs into a receiver.
+"""Activation patching across checkpoints: put a donor's MHA / FFN outputs into a host.
 
 Two aligned checkpoints (same family, layer count, widths and tokenizer vocabulary) run on the
 same token sequences. With nnsight the donor is traced once and the outputs of the family's
 ``attention`` module (``output[0]``, the attention block's contribution before the residual add
-for sequential families) and ``mlp`` module are saved at the chosen layers; the receiver is then
+for sequential families) and ``mlp`` module are saved at the chosen layers; the host is then
 traced again for each patch configuration with those outputs written in. The change of a metric
-(patched receiver minus clean receiver) is reported.
+(patched host minus clean host) is reported.
 
 Patch configurations (``mode``):
 
@@ -19,16 +19,16 @@ Metrics (per item, in nats; ``metric="auto"`` picks by prompt-set kind):
 - ``margin`` (conflict sets): the knowledge-preference margin
   log p(context_answer | prompt) - log p(memory_answer | prompt), full-sequence answer sums
   (as :mod:`lensft.probes.knowledge` (c)). Positive change = the donor's block moves the
-  receiver towards the context.
+  host towards the context.
 - ``answer_logprob`` (task sets): log p(gold answer | prompt), summed over the answer tokens.
 
-Result (probe name ``patch_across``, model = the receiver's provenance, ``settings["donor"]`` =
-the donor's provenance): summary ``receiver_metric``, ``donor_metric``, ``gap`` (donor -
-receiver), ``delta_all_<component>`` and ``recovered_all_<component>`` (delta / gap, None when
+Result (probe name ``patching``, a registered pair probe; model = the host's provenance, ``settings["donor"]`` =
+the donor's provenance): summary ``host_metric``, ``donor_metric``, ``gap`` (donor -
+host), ``delta_all_<component>`` and ``recovered_all_<component>`` (delta / gap, None when
 the gap is 0); arrays ``delta`` ``[component, layer]`` and ``delta_all`` ``[component]``, item
-means; records per item with ``receiver``, ``donor``, ``delta`` (component -> per-layer list) and
-``delta_all``. If the donor equals the receiver every delta is 0; if every layer's MHA and FFN
-outputs are patched and the two models differ only inside those modules, the patched receiver's
+means; records per item with ``host``, ``donor``, ``delta`` (component -> per-layer list) and
+``delta_all``. If the donor equals the host every delta is 0; if every layer's MHA and FFN
+outputs are patched and the two models differ only inside those modules, the patched host's
 logits are the donor's.
 """
 
@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
 import torch
 from jaxtyping import Float
+from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from lensft.errors import IncompatibleCheckpoints, LensftError
@@ -47,7 +49,8 @@ from lensft.handle import ModelHandle
 from lensft.probes.knowledge import encode_conflict
 from lensft.probes.scoring import (batched, continuation_text, encode_continuation, encode_prompt, gather_logprobs,
                                    model_device, pad_batch, pad_id, prompt_text)
-from lensft.prompts import ConflictItem, PromptSet, TaskItem
+from lensft.probes.registry import register_probe
+from lensft.prompts import ConflictItem, PromptSet, TaskItem, read_prompt_set
 from lensft.results import ProbeResult, PromptSetRef
 
 log = logging.getLogger(__name__)
@@ -99,21 +102,21 @@ def sequence_scores(logits: Float[Tensor, "batch seq vocab"], input_ids: Tensor,
     return out
 
 
-def check_aligned(receiver: ModelHandle, donor: ModelHandle) -> None:
+def check_aligned(host: ModelHandle, donor: ModelHandle) -> None:
     """Raise :class:`IncompatibleCheckpoints` unless the two models can exchange block outputs."""
     problems = []
-    if receiver.family.name != donor.family.name:
-        problems.append(f"family {receiver.family.name} vs {donor.family.name}")
-    if receiver.n_layers != donor.n_layers:
-        problems.append(f"{receiver.n_layers} vs {donor.n_layers} layers")
+    if host.family.name != donor.family.name:
+        problems.append(f"family {host.family.name} vs {donor.family.name}")
+    if host.n_layers != donor.n_layers:
+        problems.append(f"{host.n_layers} vs {donor.n_layers} layers")
     for f in ("hidden_size", "vocab_size"):
-        a, b = getattr(receiver.config, f, None), getattr(donor.config, f, None)
+        a, b = getattr(host.config, f, None), getattr(donor.config, f, None)
         if a != b:
             problems.append(f"{f} {a} vs {b}")
-    if receiver.tokenizer.get_vocab() != donor.tokenizer.get_vocab():
+    if host.tokenizer.get_vocab() != donor.tokenizer.get_vocab():
         problems.append("tokenizer vocabularies differ")
     if problems:
-        raise IncompatibleCheckpoints(f"cannot patch {donor.label} into {receiver.label}: {'; '.join(problems)}")
+        raise IncompatibleCheckpoints(f"cannot patch {donor.label} into {host.label}: {'; '.join(problems)}")
 
 
 def _paths(h: ModelHandle, comp: str, layer: int) -> str:
@@ -147,92 +150,149 @@ def _trace(handle: ModelHandle, batch: Any, *, save: dict[str, list[int]] | None
     return logits.detach(), {k: v.detach() for k, v in saved.items()}
 
 
-def patch_across(receiver: ModelHandle, donor: ModelHandle, prompts: PromptSet, component: Component = "both",
-                 layers: Optional[Sequence[int]] = None, metric: Metric = "auto", *, mode: str = "both",
-                 batch_size: int = 8, chat: Optional[bool] = None) -> ProbeResult:
-    """Patch donor MHA / FFN outputs into the receiver and report the metric change (module docstring)."""
-    check_aligned(receiver, donor)
+class PatchSettings(BaseModel):
+    """Settings of the ``patching`` pair probe (see :func:`patch_across`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    component: Component = "both"
+    layers: Optional[list[int]] = Field(None, description="layers to patch (default: all)")
+    metric: Metric = "auto"
+    mode: Literal["each", "all", "both"] = "both"
+    batch_size: int = Field(8, ge=1)
+    chat: Optional[bool] = None
+
+
+@register_probe
+class Patching:
+    """Activation patching across checkpoints as a registered pair probe."""
+
+    name = "patching"
+    description = "pair probe: patch a donor's MHA/FFN outputs into the host, layer by layer; change of the margin"
+    kinds = ("conflict", "task")
+    Settings = PatchSettings
+    default_prompts = "conflict_default.jsonl"
+
+    @staticmethod
+    def load_prompts(path: str | Path) -> PromptSet:
+        """A lensft prompt set (conflict or task) or a conflict file in any supported format."""
+        from lensft.probes.conflict_formats import load_conflicts
+
+        p = Path(path)
+        if p.is_file() and p.read_text(encoding="utf-8").lstrip().startswith('{"lensft_prompt_set"'):
+            return read_prompt_set(p)
+        return load_conflicts(p)
+
+    def run_pair(self, host: ModelHandle, donor: ModelHandle, prompts: PromptSet, settings: PatchSettings) -> ProbeResult:
+        return patch_across(host, donor, prompts, settings.component, settings.layers, settings.metric,
+                            mode=settings.mode, batch_size=settings.batch_size, chat=settings.chat)
+
+
+@dataclass
+class _Scores:
+    """Per-item metric sums (nats): host clean, donor clean, host patched per layer and all at once."""
+
+    host: Tensor
+    donor: Tensor
+    each: dict[str, Tensor]
+    at_once: dict[str, Tensor]
+
+
+def _check_args(host: ModelHandle, prompts: PromptSet, component: str, mode: str, metric: str,
+                layers: Optional[Sequence[int]]) -> tuple[list[int], str]:
     if component not in ("mha", "ffn", "both"):
-        raise LensftError(f"component must be mha, ffn or both, not {component!r}")
+        raise LensftError(f"component must be mha, ffn or both, not {component!r}", field="component")
     if mode not in ("each", "all", "both"):
-        raise LensftError(f"mode must be each, all or both, not {mode!r}")
-    L = receiver.n_layers
-    layers = list(range(L)) if layers is None else sorted(set(int(x) for x in layers))
-    if not layers or any(not 0 <= x < L for x in layers):
-        raise LensftError(f"layers must be indices in 0..{L - 1}, got {layers}")
+        raise LensftError(f"mode must be each, all or both, not {mode!r}", field="mode")
+    L = host.n_layers
+    idx = list(range(L)) if layers is None else sorted(set(int(x) for x in layers))
+    if not idx or any(not 0 <= x < L for x in idx):
+        raise LensftError(f"layers must be indices in 0..{L - 1}, got {idx}", field="layers")
     if not prompts.items:
         raise LensftError(f"prompt set {prompts.name!r} has no items")
     if metric == "auto":
-        metric = "margin" if prompts.kind == "conflict" else "answer_logprob" if prompts.kind == "task" else metric
+        metric = {"conflict": "margin", "task": "answer_logprob"}.get(prompts.kind, "auto")
         if metric == "auto":
             raise LensftError(f"no default patching metric for a {prompts.kind!r} prompt set; use conflict or task")
+    return idx, metric
+
+
+def _score(host: ModelHandle, donor: ModelHandle, seqs: list[ScoredSequence], n: int, comps: list[str],
+           all_keys: list[str], layers: list[int], mode: str, batch_size: int) -> _Scores:
+    L = host.n_layers
+    sc = _Scores(torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64),
+                 {c: torch.zeros(n, L, dtype=torch.float64) for c in comps},
+                 {c: torch.zeros(n, dtype=torch.float64) for c in all_keys})
+    for chunk in batched(seqs, batch_size):
+        b = pad_batch([s.ids for s in chunk], pad_id(host), side="right", device=model_device(host))
+        owner = torch.tensor([s.item for s in chunk])
+        d_logits, d_out = _trace(donor, b, save={c: layers for c in comps})
+        h_logits, _ = _trace(host, b)
+        clean = sequence_scores(h_logits, b.input_ids, chunk)
+        sc.host.index_add_(0, owner, clean)
+        sc.donor.index_add_(0, owner, sequence_scores(d_logits, b.input_ids, chunk))
+        for c in comps if mode in ("each", "both") else []:
+            for i in layers:
+                p_logits, _ = _trace(host, b, patch={(c, i): d_out[(c, i)]})
+                sc.each[c][:, i].index_add_(0, owner, sequence_scores(p_logits, b.input_ids, chunk) - clean)
+        for key in all_keys if mode in ("all", "both") else []:
+            cs = comps if key == "both" else [key]
+            p_logits, _ = _trace(host, b, patch={(c, i): d_out[(c, i)] for c in cs for i in layers})
+            sc.at_once[key].index_add_(0, owner, sequence_scores(p_logits, b.input_ids, chunk) - clean)
+    return sc
+
+
+def patch_across(host: ModelHandle, donor: ModelHandle, prompts: PromptSet, component: Component = "both",
+                 layers: Optional[Sequence[int]] = None, metric: Metric = "auto", *, mode: str = "both",
+                 batch_size: int = 8, chat: Optional[bool] = None) -> ProbeResult:
+    """Patch the donor's MHA / FFN outputs into the host and report the metric change (module docstring)."""
+    check_aligned(host, donor)
+    idx, metric = _check_args(host, prompts, component, mode, metric, layers)
     use_chat = prompts.header.chat if chat is None else chat
     comps = ["mha", "ffn"] if component == "both" else [component]
     all_keys = comps + (["both"] if component == "both" else [])
-    seqs = build_sequences(receiver, prompts, metric, use_chat)
-    n = len(prompts.items)
-    base = torch.zeros(n, dtype=torch.float64)
-    don = torch.zeros(n, dtype=torch.float64)
-    each = {c: torch.zeros(n, L, dtype=torch.float64) for c in comps}
-    at_once = {c: torch.zeros(n, dtype=torch.float64) for c in all_keys}
-    dev = model_device(receiver)
-    for chunk in batched(seqs, batch_size):
-        b = pad_batch([s.ids for s in chunk], pad_id(receiver), side="right", device=dev)
-        owner = torch.tensor([s.item for s in chunk])
-        d_logits, d_out = _trace(donor, b, save={c: layers for c in comps})
-        r_logits, _ = _trace(receiver, b)
-        r_sc = sequence_scores(r_logits, b.input_ids, chunk)
-        base.index_add_(0, owner, r_sc)
-        don.index_add_(0, owner, sequence_scores(d_logits, b.input_ids, chunk))
-        if mode in ("each", "both"):
-            for c in comps:
-                for i in layers:
-                    p_logits, _ = _trace(receiver, b, patch={(c, i): d_out[(c, i)]})
-                    each[c][:, i].index_add_(0, owner, sequence_scores(p_logits, b.input_ids, chunk) - r_sc)
-        if mode in ("all", "both"):
-            for key in all_keys:
-                cs = comps if key == "both" else [key]
-                p_logits, _ = _trace(receiver, b, patch={(c, i): d_out[(c, i)] for c in cs for i in layers})
-                at_once[key].index_add_(0, owner, sequence_scores(p_logits, b.input_ids, chunk) - r_sc)
-
-    res = ProbeResult(probe="patch_across", model=receiver.provenance,
-                      prompt_set=PromptSetRef(name=prompts.name, version=prompts.version, n_items=n),
-                      settings={"donor": donor.provenance.model_dump(), "component": component, "layers": layers,
+    seqs = build_sequences(host, prompts, metric, use_chat)
+    sc = _score(host, donor, seqs, len(prompts.items), comps, all_keys, idx, mode, batch_size)
+    res = ProbeResult(probe="patching", model=host.provenance,
+                      prompt_set=PromptSetRef(name=prompts.name, version=prompts.version, n_items=len(prompts.items)),
+                      settings={"donor": donor.provenance.model_dump(), "component": component, "layers": idx,
                                 "metric": metric, "mode": mode, "batch_size": batch_size, "chat": use_chat})
-    gap = float((don - base).mean())
-    res.summary.update(receiver_metric=float(base.mean()), donor_metric=float(don.mean()), gap=gap)
+    _fill_result(res, sc, prompts, comps, all_keys, idx, mode, host.n_layers)
+    return res
+
+
+def _fill_result(res: ProbeResult, sc: _Scores, prompts: PromptSet, comps: list[str], all_keys: list[str],
+                 layers: list[int], mode: str, L: int) -> None:
+    gap = float((sc.donor - sc.host).mean())
+    res.summary.update(host_metric=float(sc.host.mean()), donor_metric=float(sc.donor.mean()), gap=gap)
     if mode in ("each", "both"):
-        nan = torch.full((L,), float("nan"), dtype=torch.float64)
-        rows = []
-        for c in comps:
-            row = each[c].mean(0)
-            rows.append(torch.where(torch.isin(torch.arange(L), torch.tensor(layers)), row, nan))
+        patched = torch.isin(torch.arange(L), torch.tensor(layers))
+        rows = [torch.where(patched, sc.each[c].mean(0), torch.tensor(float("nan"), dtype=torch.float64)) for c in comps]
         res.set_array("delta", torch.stack(rows), ["component", "layer"])
     if mode in ("all", "both"):
-        res.set_array("delta_all", torch.stack([at_once[k].mean() for k in all_keys]), ["component_all"])
+        res.set_array("delta_all", torch.stack([sc.at_once[k].mean() for k in all_keys]), ["component_all"])
         for k in all_keys:
-            d = float(at_once[k].mean())
+            d = float(sc.at_once[k].mean())
             res.summary[f"delta_all_{k}"] = d
             res.summary[f"recovered_all_{k}"] = d / gap if gap != 0 else None
     res.coords.update(component=comps, component_all=all_keys, layer=list(range(L)))
     for k, it in enumerate(prompts.items):
-        rec: dict[str, Any] = {"id": it.id, "receiver": float(base[k]), "donor": float(don[k])}
+        rec: dict[str, Any] = {"id": it.id, "host": float(sc.host[k]), "donor": float(sc.donor[k])}
         if mode in ("each", "both"):
-            rec["delta"] = {c: [float(each[c][k, i]) if i in layers else None for i in range(L)] for c in comps}
+            rec["delta"] = {c: [float(sc.each[c][k, i]) if i in layers else None for i in range(L)] for c in comps}
         if mode in ("all", "both"):
-            rec["delta_all"] = {key: float(at_once[key][k]) for key in all_keys}
+            rec["delta_all"] = {key: float(sc.at_once[key][k]) for key in all_keys}
         res.records.append(rec)
-    return res
 
 
-def patched_logits(receiver: ModelHandle, donor: ModelHandle, sequences: Sequence[Sequence[int]],
+def patched_logits(host: ModelHandle, donor: ModelHandle, sequences: Sequence[Sequence[int]],
                    components: Sequence[str] = ("mha", "ffn"),
                    layers: Optional[Sequence[int]] = None) -> Float[Tensor, "batch seq vocab"]:
-    """Receiver logits on right-padded ``sequences`` with the donor's outputs of ``components``
+    """Host logits on right-padded ``sequences`` with the donor's outputs of ``components``
     (``"mha"``, ``"ffn"``) written in at ``layers`` (default: all)."""
-    check_aligned(receiver, donor)
-    layers = list(range(receiver.n_layers)) if layers is None else list(layers)
-    b = pad_batch(sequences, pad_id(receiver), side="right", device=model_device(receiver))
+    check_aligned(host, donor)
+    layers = list(range(host.n_layers)) if layers is None else list(layers)
+    b = pad_batch(sequences, pad_id(host), side="right", device=model_device(host))
     _, d_out = _trace(donor, b, save={c: layers for c in components})
-    logits, _ = _trace(receiver, b, patch=d_out)
+    logits, _ = _trace(host, b, patch=d_out)
     return logits

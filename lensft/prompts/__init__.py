@@ -1,6 +1,7 @@
 """Typed, versioned prompt sets that probes consume."""
 
 from lensft.prompts.io import make_prompt_set, read_prompt_set, write_prompt_set
+from lensft.prompts.ops import cap_per_task, combine, content_hash
 from lensft.prompts.schema import (
     ConflictItem,
     NeedleItem,
@@ -21,6 +22,9 @@ __all__ = [
     "Span",
     "TaskItem",
     "TextItem",
+    "cap_per_task",
+    "combine",
+    "content_hash",
     "make_prompt_set",
     "read_prompt_set",
     "write_prompt_set",

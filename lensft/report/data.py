@@ -1,57 +1,41 @@
-"""Read a study's results directory into the tables the figures, captions and claims use.
+"""A study's results directory loaded for the report: the typed record plus every unit's result.
 
 Only files are read (``manifest.json``, ``study.yaml`` and ``results/*.json``); never a model.
-Values measured on several organism seeds are kept per seed; :class:`Stat` gives the mean and
-the 95% confidence half-width 1.96 * sd / sqrt(n) (the paper's Table 4 convention).
+Units are found by value (step, :class:`~lensft.study.record.ModelRef`, replicate), never by
+parsing labels.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from lensft.errors import LensftError
+from lensft.report.stats import Bootstrap
 from lensft.results import ProbeResult, load_result
+from lensft.study.record import ModelRef, Replicate, StudyRecord, UnitRecord
 
 #: Organism/default task that stands in for each of the paper's benchmarks.
 ANALOGUE = {"gsm8k": "arithmetic", "world_capital": "fact_recall", "mmlu": "fact_recall", "lambada": "cloze"}
 
 
-@dataclass(frozen=True)
-class Stat:
-    """A value over seeds: ``mean``, 95% CI half-width ``ci`` (0 for one seed), ``n`` seeds."""
-
-    mean: float
-    ci: float
-    n: int
-
-    @classmethod
-    def of(cls, values: Iterable[Optional[float]]) -> Optional["Stat"]:
-        v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-        if v.size == 0:
-            return None
-        ci = 1.96 * float(v.std(ddof=1)) / math.sqrt(v.size) if v.size > 1 else 0.0
-        return cls(float(v.mean()), ci, int(v.size))
-
-    def fmt(self, scale: float = 1.0, digits: int = 1, unit: str = "") -> str:
-        s = f"{self.mean * scale:.{digits}f}{unit}"
-        return s + (f" ± {self.ci * scale:.{digits}f}" if self.n > 1 else "")
-
-
 @dataclass
 class Unit:
-    step: str
-    seed: int
-    label: str
-    tags: dict[str, Any]
-    model: dict[str, Any]
+    """One unit of the record with its loaded result."""
+
+    record: UnitRecord
     result: ProbeResult
+
+    @property
+    def model(self) -> ModelRef:
+        return self.record.model
+
+    @property
+    def replicate(self) -> Replicate:
+        return self.record.replicate
 
 
 @dataclass
@@ -59,109 +43,80 @@ class StudyData:
     """A loaded results directory."""
 
     root: Path
-    manifest: dict[str, Any]
+    record: StudyRecord
     config_yaml: str
     units: list[Unit] = field(default_factory=list)
 
     @classmethod
     def load(cls, root: str | os.PathLike[str]) -> "StudyData":
         root = Path(root)
-        mpath = root / "manifest.json"
-        if not mpath.is_file():
-            raise LensftError(f"{root} is not a study results directory (no manifest.json); run `lensft study` first")
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        record = StudyRecord.load(root)
         cfg = (root / "study.yaml").read_text(encoding="utf-8") if (root / "study.yaml").exists() else ""
-        data = cls(root, manifest, cfg)
-        for step in manifest.get("steps", []):
-            for u in step.get("units", []):
-                f = root / u.get("file", "")
-                if "file" in u and f.is_file():
-                    data.units.append(Unit(step["name"], int(u["seed"]), u["model"]["label"], u["model"].get("tags", {}),
-                                           u["model"], load_result(f)))
+        data = cls(root, record, cfg)
+        for u in record.units():
+            if u.file and (root / u.file).is_file():
+                data.units.append(Unit(u, load_result(root / u.file)))
         return data
 
-    # --- selection ------------------------------------------------------------------------
     @property
-    def seeds(self) -> list[int]:
-        return list(self.manifest.get("seeds", [0]))
+    def bootstrap(self) -> Bootstrap:
+        s = self.record.config.stats
+        return Bootstrap(s.resamples, s.confidence, s.seed)
+
+    @property
+    def replicates(self) -> list[Replicate]:
+        return list(self.record.replicates)
 
     @property
     def n_layers(self) -> int:
-        return int(self.manifest.get("n_layers", 0))
+        return self.record.n_layers
 
+    # --- selection ------------------------------------------------------------------------
     def step(self, name: str) -> list[Unit]:
-        return [u for u in self.units if u.step == name]
+        return [u for u in self.units if u.record.step == name]
 
-    def step_entry(self, name: str) -> dict[str, Any]:
-        return next((s for s in self.manifest.get("steps", []) if s["name"] == name), {})
+    def models(self, step: str) -> list[ModelRef]:
+        """Models of a step in run order, without duplicates (one per replicate)."""
+        seen: dict[str, ModelRef] = {}
+        for u in self.step(step):
+            seen.setdefault(u.model.key + (u.record.donor.key if u.record.donor else ""), u.model)
+        return list(seen.values())
 
-    def labels(self, step: str) -> list[str]:
-        """Model labels of a step in run order (no duplicates)."""
-        return list(dict.fromkeys(u.label for u in self.step(step)))
-
-    def by_label(self, step: str, label: str) -> list[Unit]:
-        return [u for u in self.step(step) if u.label == label]
-
-    def find(self, label: str, *steps: str) -> list[Unit]:
-        """Units of ``label`` in the first of ``steps`` that has it."""
+    def results(self, model: ModelRef, *steps: str, donor: Optional[ModelRef] = None) -> dict[Replicate, ProbeResult]:
+        """The model's result per replicate, from the first of ``steps`` that has the model."""
         for s in steps:
-            us = self.by_label(s, label)
-            if us:
-                return us
-        return []
+            found = {u.replicate: u.result for u in self.step(s) if u.model.key == model.key
+                     and (donor is None or (u.record.donor is not None and u.record.donor.key == donor.key))}
+            if found:
+                return found
+        return {}
 
-    def summary(self, step: str, label: str, key: str, *also: str) -> Optional[Stat]:
-        """A summary scalar of one model over seeds (searching ``step`` then ``also`` steps)."""
-        us = self.find(label, step, *also)
-        return Stat.of(u.result.summary.get(key) for u in us)
+    def arms(self, step: str) -> list[ModelRef]:
+        """The base (if run) and the arms of ``step`` by increasing long fraction (short, mixes, long)."""
+        ms = [m for m in self.models(step) if m.kind in ("base", "arm")]
+        return sorted(ms, key=lambda m: -1.0 if m.kind == "base" else float(m.long_fraction))  # type: ignore[arg-type]
 
-    def array(self, step: str, label: str, fn: Callable[[ProbeResult], Optional[np.ndarray]], *also: str) -> Optional[np.ndarray]:
-        """The seed mean of ``fn(result)`` for one model (searching ``step`` then ``also``)."""
-        arrs = []
-        for u in self.find(label, step, *also):
-            a = fn(u.result)
-            if a is not None:
-                arrs.append(np.asarray(a, dtype=float))
-        if not arrs:
-            return None
-        return np.nanmean(np.stack(arrs), axis=0) if len(arrs) > 1 else arrs[0]
-
-    def arm_labels(self, step: str) -> list[str]:
-        """base, short, mixes (increasing long fraction), long -- those the step has."""
-        labels = self.labels(step)
-        mixes = sorted((l for l in labels if l.startswith("mix-")), key=lambda l: float(l.split("-")[1]))
-        return [l for l in ("base", "short") if l in labels] + mixes + (["long"] if "long" in labels else [])
-
-    def sft_arms(self, step: str) -> list[str]:
-        """The arms of ``step`` that have a long-data fraction: short, mixes, long (increasing)."""
-        return [l for l in self.arm_labels(step) if self.long_fraction(l) is not None]
+    def sft_arms(self, step: str) -> list[ModelRef]:
+        return [m for m in self.arms(step) if m.kind == "arm"]
 
     def has_mixes(self, step: str) -> bool:
-        """Whether ``step`` ran any hybrid mix arm (organism-only)."""
-        return any(l.startswith("mix-") for l in self.labels(step))
-
-    def long_fraction(self, label: str) -> Optional[float]:
-        return {"short": 0.0, "long": 1.0}.get(label, float(label.split("-")[1]) if label.startswith("mix-") else None)
+        return any(m.is_mix for m in self.models(step))
 
     def tasks(self, step: str = "short_tasks") -> list[str]:
         for u in self.step(step):
             return [str(t) for t in u.result.coords.get("task", [])]
         return []
 
-    def task_acc(self, label: str, task: str, *steps: str) -> Optional[Stat]:
-        steps = steps or ("short_tasks", "module_grid")
-        key = "accuracy" if task == "all" else f"accuracy_{task}"
-        return self.summary(steps[0], label, key, *steps[1:])
+    def first(self, step: str) -> Optional[Unit]:
+        units = self.step(step)
+        return units[0] if units else None
 
-    def phases(self) -> list[str]:
-        for u in self.step("attention_spread"):
-            return [str(p) for p in u.result.coords.get("phase", [])]
-        return []
+    def skipped(self, step: str) -> list[str]:
+        s = self.record.step(step)
+        return list(s.skipped) if s else []
 
-    def reasoning_phase(self) -> Optional[str]:
-        """``reasoning`` if the spread prompts have it, else ``prompt`` (the context-reading stand-in)."""
-        ph = self.phases()
-        return "reasoning" if "reasoning" in ph else ("prompt" if "prompt" in ph else None)
+
+SHORT, LONG, BASE = ModelRef.arm(0.0), ModelRef.arm(1.0), ModelRef.base()
 
 
 def select(result: ProbeResult, name: str, **sel: Any) -> Optional[np.ndarray]:

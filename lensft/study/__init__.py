@@ -1,9 +1,10 @@
-"""Studies: the paper's experiments end to end, cached step by step, with a report at the end.
+"""Studies: the paper's experiments end to end, cached unit by unit, recorded in a typed study record.
 
 ``lensft.study.run(StudyConfig(organism="quick"), "out/")`` builds (or loads) the organism, runs
-every step (short-task accuracy, the 2x2 module grid, the per-layer swap sweep, attention spread,
-retrieval heads, FFN activations, knowledge preference), caches each probe result on disk and
-writes ``out/report.html``.
+every step (short-task accuracy, the module swaps, the per-layer swap sweep, attention spread,
+retrieval heads, FFN activations, knowledge preference, patching), caches each probe result on
+disk and writes the study record ``out/manifest.json``. The report is written by
+:func:`lensft.report.pipeline.run_study` (``lensft study``) or ``lensft report``.
 """
 
 from __future__ import annotations

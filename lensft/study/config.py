@@ -3,7 +3,8 @@
 A :class:`StudyConfig` is validated by pydantic, round-trips through YAML
 (:meth:`StudyConfig.to_yaml` / :meth:`StudyConfig.from_yaml`) and is saved as ``study.yaml`` in
 the results directory. The models come either from the model organism (``organism: quick``;
-every seed in ``seeds`` is a separately built organism) or from a user triple
+every world seed in ``seeds`` is a separately built organism, every SFT seed below
+``sft_seeds`` a separately trained set of arms from its base) or from a user triple
 (``base``/``short``/``long`` checkpoint directories).
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lensft.atomic import write_text_atomic
 from lensft.errors import LensftError
 
 #: Step names in the order they run (and the report's order).
@@ -23,6 +25,8 @@ STEP_NAMES: tuple[str, ...] = (
     "short_tasks", "module_grid", "layer_sweep", "attention_spread", "retrieval", "ffn_activations",
     "knowledge", "patching",
 )
+#: Prompt-set roles a study fills (from the organism, the built-in sets or ``prompts``).
+PROMPT_ROLES: tuple[str, ...] = ("tasks", "needle", "conflict", "spread", "ffn")
 
 
 class StudyConfigError(LensftError):
@@ -36,7 +40,18 @@ class StepConfig(BaseModel):
 
     enabled: bool = True
     settings: dict[str, Any] = Field(default_factory=dict, description="probe settings (the probe's Settings fields)")
-    max_items: Optional[int] = Field(None, ge=1, description="use at most this many items of each prompt set")
+    max_items: Optional[int] = Field(None, ge=1, description="use at most this many items of each task of a prompt set")
+
+
+class StatsConfig(BaseModel):
+    """How the report computes intervals: a paired bootstrap over items (and over replicates first
+    when there are several), ``resamples`` draws from a generator seeded with ``seed``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resamples: int = Field(2000, ge=1000, description="bootstrap resamples (at least 1,000)")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
 
 
 def _default_steps() -> dict[str, StepConfig]:
@@ -58,18 +73,20 @@ class StudyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "study"
-    organism: Optional[str] = Field(None, description="organism preset (tiny/test, quick, full); exclusive with short/long")
-    organism_dir: Optional[str] = Field(None, description="organism build directory (default: the organism cache); seed i uses <dir>/seed-<i>")
-    seeds: list[int] = Field(default_factory=lambda: [0], description="organism seeds; each is a separately trained organism")
-    mixes: list[float] = Field(default_factory=list, description="organism hybrid mixes (long-data fraction); empty = the preset's")
+    organism: Optional[str] = Field(None, description="organism preset (tiny, quick, full); exclusive with short/long")
+    organism_dir: Optional[str] = Field(None, description="organism build directory (default: the organism cache); "
+                                                          "world seed i uses <dir>/seed-<i>")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="organism world seeds; each is a separately trained organism")
+    sft_seeds: int = Field(1, ge=1, description="organism SFT seeds 0..N-1 of every arm, trained from one base")
+    mixes: list[float] = Field(default_factory=list, description="organism mixes (long-data fraction); empty = the preset's")
     base: Optional[str] = None
     short: Optional[str] = None
     long: Optional[str] = None
-    prompts: dict[str, str] = Field(
-        default_factory=dict,
-        description="prompt-set files by role: tasks (comma-separated list), needle, conflict, spread, ffn")
+    prompts: dict[str, str] = Field(default_factory=dict,
+                                    description="prompt-set files by role: tasks (comma-separated list), needle, conflict, spread, ffn")
     band: int = Field(1, ge=1, description="layers per band in the per-layer swap sweep")
     steps: dict[str, StepConfig] = Field(default_factory=_default_steps)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
     report: bool = Field(True, description="write the report at the end")
     png: bool = Field(True, description="export PNGs where kaleido + chromium are available")
 
@@ -80,6 +97,14 @@ class StudyConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown step(s) {unknown}; steps are {', '.join(STEP_NAMES)}")
         return {**_default_steps(), **v}
+
+    @field_validator("prompts")
+    @classmethod
+    def _known_roles(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(PROMPT_ROLES))
+        if unknown:
+            raise ValueError(f"unknown prompt role(s) {unknown}; roles are {', '.join(PROMPT_ROLES)}")
+        return v
 
     @field_validator("mixes")
     @classmethod
@@ -92,11 +117,13 @@ class StudyConfig(BaseModel):
     @model_validator(mode="after")
     def _source(self) -> "StudyConfig":
         if self.organism and (self.short or self.long or self.base):
-            raise ValueError("give either organism or base/short/long checkpoints, not both")
+            raise ValueError("give either an organism preset or base/short/long checkpoints, not both")
         if not self.organism and not (self.short and self.long):
-            raise ValueError("give organism (e.g. quick) or both short and long checkpoint directories")
+            raise ValueError("give an organism preset (e.g. quick) or both short and long checkpoint directories")
         if not self.seeds:
             raise ValueError("seeds must name at least one seed")
+        if not self.organism and (self.seeds != [0] or self.sft_seeds != 1 or self.mixes):
+            raise ValueError("seeds, sft_seeds and mixes are organism options; a user triple is one replicate")
         return self
 
     @property
@@ -106,19 +133,13 @@ class StudyConfig(BaseModel):
     def step(self, name: str) -> StepConfig:
         return self.steps.get(name, StepConfig())
 
-    # --- YAML ---------------------------------------------------------------------------
+    # --- YAML and option merging -------------------------------------------------------------
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
     @classmethod
     def from_yaml(cls, text: str, *, where: str = "study config") -> "StudyConfig":
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise StudyConfigError(f"{where} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise StudyConfigError(f"{where} must be a YAML mapping of study options")
-        return cls.validate_dict(data, where=where)
+        return cls.validate_dict(_yaml_mapping(text, where), where=where)
 
     @classmethod
     def validate_dict(cls, data: dict[str, Any], *, where: str = "study config") -> "StudyConfig":
@@ -127,36 +148,52 @@ class StudyConfig(BaseModel):
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"]) or "config"
-            raise StudyConfigError(f"{where}: {loc}: {err['msg']}") from None
+            raise StudyConfigError(f"{where}: {loc}: {err['msg']}", field=str(err["loc"][0]) if err["loc"] else None) from None
+
+    @classmethod
+    def merged(cls, path: Optional[str | os.PathLike[str]], overrides: dict[str, Any]) -> "StudyConfig":
+        """A config file's options (if any) with ``overrides`` on top (None values ignored).
+
+        Naming a model source (``organism`` or any of ``base``/``short``/``long``) replaces the
+        file's source entirely; ``prompts`` are merged role by role. Without any source the
+        quick organism is studied.
+        """
+        data = cls.read_options(path) if path else {}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if any(k in given for k in ("organism", "base", "short", "long")):
+            for k in ("organism", "base", "short", "long"):
+                data.pop(k, None)
+        if "prompts" in given:
+            given["prompts"] = {**data.get("prompts", {}), **given["prompts"]}
+        data.update(given)
+        if not data.get("organism") and not (data.get("short") and data.get("long")):
+            data["organism"] = "quick"
+        return cls.validate_dict(data, where=str(path) if path else "study options")
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(self.to_yaml(), encoding="utf-8")
-        os.replace(tmp, p)
-        return p
+        return write_text_atomic(path, self.to_yaml())
 
     @staticmethod
     def read_options(path: str | os.PathLike[str]) -> dict[str, Any]:
-        """A config file's options as a dict, not yet validated (so the CLI can add to them)."""
+        """A config file's options as a dict, not yet validated."""
         p = Path(path)
         if not p.is_file():
-            raise StudyConfigError(f"study config {p} does not exist")
+            raise StudyConfigError(f"study config {p} does not exist", field="config")
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise StudyConfigError(f"{p} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise StudyConfigError(f"{p} must be a YAML mapping of study options")
-        return data
+            return _yaml_mapping(p.read_text(encoding="utf-8"), str(p))
+        except UnicodeDecodeError:
+            raise StudyConfigError(f"study config {p} is not a text file", field="config") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "StudyConfig":
-        p = Path(path)
-        if not p.is_file():
-            raise StudyConfigError(f"study config {p} does not exist")
-        return cls.from_yaml(p.read_text(encoding="utf-8"), where=str(p))
+        return cls.validate_dict(cls.read_options(path), where=str(path))
 
 
-SourceKind = Literal["organism", "triple"]
+def _yaml_mapping(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise StudyConfigError(f"{where} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise StudyConfigError(f"{where} must be a YAML mapping of study options")
+    return data

@@ -1,20 +1,26 @@
-"""Resolve a study's models and prompt sets: the organism (built or cached) or a user triple."""
+"""Resolve a study's replicates: the organism (built or cached) or a user triple, with prompt sets.
+
+Each :class:`ReplicateSource` is one triple (base optional, short arm, long arm), the organism's
+mixes of that replicate, and the prompt sets by role. Tensors are read lazily and cached on the
+triple, so the grafts of a step share the checkpoints' tensors.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lensft.checkpoints.load import load_triple
 from lensft.checkpoints.triple import CheckpointTriple
 from lensft.errors import LensftError
-from lensft.prompts import PromptSet, read_prompt_set
+from lensft.hashing import sha256_file
+from lensft.prompts import PromptSet, combine, read_prompt_set
 from lensft.study import defaults
-from lensft.study.config import StudyConfig
-from lensft.study.steps import StudySource, combine
+from lensft.study.config import PROMPT_ROLES, StudyConfig
+from lensft.study.plan import Available
+from lensft.study.record import ArmTraining, ModelRef, Replicate
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +30,32 @@ ORGANISM_TASKS = ("fact_recall", "arithmetic", "cloze", "reading", "fact_recall_
 
 
 @dataclass
-class LoadedSource:
-    """A seed's triple (tensors loaded lazily, cached) and its :class:`StudySource` description."""
+class ReplicateSource:
+    """One replicate's checkpoints (lazily loaded triple plus mixes) and prompt sets by role."""
 
-    source: StudySource
+    replicate: Replicate
     triple: CheckpointTriple
-    checkpoints: dict[str, Path] = field(default_factory=dict)
-    organism_root: Optional[Path] = None
+    mixes: dict[float, Path] = field(default_factory=dict)
+    prompts: dict[str, PromptSet] = field(default_factory=dict)
+    is_organism: bool = False
+    organism_dir: Optional[Path] = None
+    training: list[ArmTraining] = field(default_factory=list)
+
+    def available(self) -> Available:
+        return Available(self.replicate, frozenset(self.triple.variants), tuple(sorted(self.mixes)),
+                         self.triple.n_layers, self.is_organism)
+
+    def checkpoints(self) -> dict[str, tuple[ModelRef, Path]]:
+        """Every checkpoint directory of the replicate: ``{model key: (model, path)}``."""
+        out = {ModelRef.of_variant(v).key: (ModelRef.of_variant(v), self.triple[v].path) for v in self.triple.variants}
+        out.update({ModelRef.arm(f).key: (ModelRef.arm(f), p) for f, p in self.mixes.items()})
+        return out
+
+    def paths_of(self, model: ModelRef) -> list[Path]:
+        """The checkpoint directories a model reads."""
+        if model.is_mix:
+            return [self.mixes[float(model.long_fraction)]]  # type: ignore[arg-type]
+        return [self.triple[v].path for v in sorted(model.checkpoints(), key=lambda v: v.value)]
 
 
 def fingerprint(path: Path) -> dict[str, Any]:
@@ -42,17 +67,10 @@ def fingerprint(path: Path) -> dict[str, Any]:
 
 def weight_hashes(path: Path) -> dict[str, str]:
     """sha256 of every weight file of a checkpoint directory."""
-    out = {}
-    for f in sorted(path.resolve().glob("*.safetensors")):
-        h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-        out[f.name] = h.hexdigest()
-    return out
+    return {f.name: sha256_file(f) for f in sorted(path.resolve().glob("*.safetensors"))}
 
 
-def _read_role(cfg: StudyConfig, role: str) -> Optional[PromptSet]:
+def _user_prompts(cfg: StudyConfig, role: str) -> Optional[PromptSet]:
     spec = cfg.prompts.get(role)
     if not spec:
         return None
@@ -60,49 +78,43 @@ def _read_role(cfg: StudyConfig, role: str) -> Optional[PromptSet]:
     return sets[0] if len(sets) == 1 else combine(role, sets)
 
 
-def resolve_sources(cfg: StudyConfig, progress: Any = None) -> list[LoadedSource]:
-    """One :class:`LoadedSource` per seed (organism) or a single one (user triple)."""
+def resolve_sources(cfg: StudyConfig, progress: Optional[Callable[..., None]] = None) -> list[ReplicateSource]:
+    """The study's replicates: one per (world seed, SFT seed) of the organism, or the user triple."""
     if cfg.is_organism:
-        return [_organism_source(cfg, s, progress) for s in cfg.seeds]
+        return [src for s in cfg.seeds for src in _organism_sources(cfg, s, progress)]
     return [_triple_source(cfg)]
 
 
-def _organism_source(cfg: StudyConfig, seed: int, progress: Any) -> LoadedSource:
-    from lensft import organism
-
-    out = Path(cfg.organism_dir) / f"seed-{seed}" if cfg.organism_dir else None
-    mixes = cfg.mixes or None
-    b = organism.build(cfg.organism, seed=seed, mixes=mixes, out=out, progress=progress)
-    triple = load_triple(base=b.base, short=b.short, long=b.long)
-    wanted = set(cfg.mixes) if cfg.mixes else set(b.config.mixes)
-    mix_paths = {f: p for f, p in b.arms().items() if 0.0 < f < 1.0 and round(f, 4) in {round(m, 4) for m in wanted}}
-    sets = {name: read_prompt_set(p) for name, p in b.prompt_sets.items()}
+def _organism_prompts(cfg: StudyConfig, prompt_files: dict[str, Path]) -> dict[str, PromptSet]:
+    sets = {name: read_prompt_set(p) for name, p in prompt_files.items()}
     prompts: dict[str, PromptSet] = {}
     tasks = [sets[n] for n in ORGANISM_TASKS if n in sets]
     if tasks:
         prompts["tasks"] = combine("organism_tasks", tasks)
-    for role, name in ORGANISM_ROLES.items():
-        if name in sets:
-            prompts[role] = sets[name]
-    for role in ("tasks", *ORGANISM_ROLES):
-        user = _read_role(cfg, role)
+    prompts.update({role: sets[name] for role, name in ORGANISM_ROLES.items() if name in sets})
+    for role in PROMPT_ROLES:
+        user = _user_prompts(cfg, role)
         if user is not None:
             prompts[role] = user
-    src = StudySource(seed=seed, variants=[str(v) for v in triple.variants], n_layers=triple.n_layers,
-                      mixes=mix_paths, prompts=prompts, is_organism=True)
-    cps = {"base": b.base, "short": b.short, "long": b.long, **{f"mix-{f:.2f}": p for f, p in mix_paths.items()}}
-    return LoadedSource(src, triple, cps, organism_root=b.root)
+    return prompts
 
 
-def _triple_source(cfg: StudyConfig) -> LoadedSource:
+def _organism_sources(cfg: StudyConfig, seed: int, progress: Optional[Callable[..., None]]) -> list[ReplicateSource]:
+    from lensft import organism
+
+    out = Path(cfg.organism_dir) / f"seed-{seed}" if cfg.organism_dir else None
+    b = organism.build(cfg.organism, seed=seed, mixes=cfg.mixes or None, out=out, progress=progress)
+    wanted = {round(m, 4) for m in (cfg.mixes or b.config.mixes)}
+    mixes = {f: p for f, p in b.arms().items() if 0.0 < f < 1.0 and round(f, 4) in wanted}
+    triple = load_triple(base=b.base, short=b.short, long=b.long)
+    prompts = _organism_prompts(cfg, b.prompt_sets)
+    return [ReplicateSource(Replicate(seed=seed), triple, mixes, prompts, True, b.root)]
+
+
+def _triple_source(cfg: StudyConfig) -> ReplicateSource:
     triple = load_triple(base=cfg.base, short=cfg.short or "", long=cfg.long or "")
-    prompts: dict[str, PromptSet] = {}
-    for role in ("tasks", "needle", "conflict", "spread", "ffn"):
-        user = _read_role(cfg, role)
-        if user is not None:
-            prompts[role] = user
-    if "tasks" not in prompts:
-        prompts["tasks"] = defaults.task_set()
+    prompts = {role: ps for role in PROMPT_ROLES if (ps := _user_prompts(cfg, role)) is not None}
+    prompts.setdefault("tasks", defaults.task_set())
     prompts.setdefault("needle", defaults.needle_set())
     try:
         prompts.setdefault("conflict", defaults.conflict_set())
@@ -110,7 +122,5 @@ def _triple_source(cfg: StudyConfig) -> LoadedSource:
         log.warning("no default conflict set: %s", e)
     prompts.setdefault("spread", prompts["tasks"])
     prompts.setdefault("ffn", prompts["tasks"])
-    src = StudySource(seed=0, variants=[str(v) for v in triple.variants], n_layers=triple.n_layers,
-                      prompts=prompts, is_organism=False)
-    cps = {str(v): triple[v].path for v in triple.variants}
-    return LoadedSource(src, triple, cps)
+    return ReplicateSource(Replicate(), triple, {}, prompts, False)
+
