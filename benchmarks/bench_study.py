@@ -15,7 +15,7 @@ import time
 from lensft import organism
 from lensft.checkpoints.load import load_triple
 from lensft.graft import GraftSpec, graft_model
-from lensft.study.steps import bands
+from lensft.study.plan import bands
 
 
 def main() -> None:

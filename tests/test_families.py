@@ -88,3 +88,15 @@ def test_lookup_by_model_type_and_architecture() -> None:
         family_for_config({"model_type": "lama"})
     msg = str(e.value)
     assert "nearest: llama" in msg and "gpt_neox" in msg and "\n" not in msg
+
+
+def test_every_family_and_model_type_has_a_pico_model() -> None:
+    """A new family file is tested only through a pico model: adding the JSON without a pico config
+    (lensft/pico.py PICO_CONFIGS) must fail here, naming what to add."""
+    from lensft.pico import PICO_CONFIGS
+
+    pico_types = {getattr(transformers, cls).model_type for cls, _ in PICO_CONFIGS.values()}
+    for name in supported_families():
+        missing = set(get_family(name).model_types) - pico_types
+        assert not missing, (f"family {name!r} lists model types {sorted(missing)} with no pico model; add a config "
+                             "to PICO_CONFIGS in lensft/pico.py (see CONTRIBUTING.md, 'Add a family')")

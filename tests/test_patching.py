@@ -73,7 +73,7 @@ def test_single_layer_patch_and_task_metric(pico_triples, tmp_path) -> None:
     rec = res.records[0]
     assert rec["delta"]["ffn"][0] is None and rec["delta_all"]["ffn"] == pytest.approx(rec["delta"]["ffn"][1])
     back = load_result(save_result(res, tmp_path / "p.json"))
-    assert back.probe == "patch_across" and back.prompt_set.name == "t" and back.settings["layers"] == [1]
+    assert back.probe == "patching" and back.prompt_set.name == "t" and back.settings["layers"] == [1]
 
 
 def test_patching_rejects_mismatched_models(pico_triples) -> None:

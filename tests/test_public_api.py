@@ -5,9 +5,20 @@ from __future__ import annotations
 import lensft
 
 
-def test_every_public_name_resolves() -> None:
-    for name in lensft.__all__:
-        assert getattr(lensft, name) is not None, name
+def test_every_public_name_resolves_to_its_defining_object() -> None:
+    """Oracle: the object of that name in the module the API table names, imported directly."""
+    from importlib import import_module
+
+    import pytest
+
+    assert set(lensft.__all__) == set(lensft._API) | {"__version__"} and set(dir(lensft)) == set(lensft.__all__)
+    for name, module in lensft._API.items():
+        got = getattr(lensft, name)
+        assert got is getattr(import_module(module), name), name
+        assert callable(got), f"{name} is neither a class nor a function"
+        assert getattr(got, "__module__", module).startswith("lensft."), name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        lensft.nope  # noqa: B018
 
 
 def test_public_api_round_trip(llama_triple, tmp_path) -> None:

@@ -14,8 +14,10 @@ import pytest
 
 from lensft.report.claims import claims_table
 from lensft.report.data import StudyData
-from lensft.report.render import SECTIONS, build_figures, png_available, write_report
+from lensft.report.render import png_available, write_report
+from lensft.report.sections import SECTIONS, build_figures
 from lensft.results import load_result, save_result
+from lensft.study.record import StudyRecord
 
 from study_support import png_distinct_bytes, tiny_study
 
@@ -32,55 +34,76 @@ def test_every_section_and_figure_has_data(study_dir: Path) -> None:
     for sec in SECTIONS:
         assert f"id='{sec.id}'" in html, sec.id
     figures = build_figures(StudyData.load(study_dir))
-    expected = {f.id for s in SECTIONS for f in s.figures}
-    assert set(figures) == expected, expected - set(figures)
-    for fid, (fig, caption) in figures.items():
-        assert fig.data, fid
+    expected = {f.id for s in SECTIONS for f in s.figures} - {"retrieval_mixes"}  # needs >= 10 copied needles per arm
+    assert expected <= set(figures), expected - set(figures)
+    for fid, drawn in figures.items():
+        fig, caption = drawn.figure, drawn.caption
+        assert fig.data or fig.layout.annotations, fid
         assert f"id='fig-{fid}'" in html
         assert len(caption) > 80 and re.search(r"\d", caption), (fid, caption)
         for ax in [k for k in fig.layout if k.startswith(("xaxis", "yaxis"))]:
             title = fig.layout[ax].title.text
             if title:
                 assert "(" in title, f"{fid} {ax} title without unit: {title!r}"
+            if title and title.startswith(("layer", "head")):
+                assert fig.layout[ax].dtick == 1 and fig.layout[ax].tickformat == "d", (fid, ax)
+        for tr in fig.data:
+            if tr.type in ("bar", "scatter"):
+                assert tr.error_y is not None and tr.error_y.array is not None, f"{fid}: trace {tr.name} has no interval"
         assert (study_dir / "figures" / f"{fid}.html").is_file()
     assert "claims-table" in html and "steps-table" in html
     assert "sha256" in html and "lensft " in html
 
 
-def test_html_is_self_contained(study_dir: Path) -> None:
-    html = (study_dir / "report.html").read_text(encoding="utf-8")
-    assert not re.search(r"<script[^>]+src=[\"']?https?:", html, re.I)
-    assert not re.search(r"<link[^>]+href=[\"']?https?:", html, re.I)
-    assert not re.search(r"@import\s+url\(\s*[\"']?https?:", html, re.I)
-    assert "Plotly" in html[:6_000_000] and html.count("<script") >= 2
-    fig_html = (study_dir / "figures" / "task_accuracy.html").read_text(encoding="utf-8")
-    assert "src='plotly.min.js'" in fig_html and not re.search(r"src=[\"']https?:", fig_html)
-    assert (study_dir / "figures" / "plotly.min.js").stat().st_size > 1_000_000
+def test_claims_json_states_quantity_interval_verdict(study_dir: Path) -> None:
+    claims = json.loads((study_dir / "claims.json").read_text())
+    assert [c["id"] for c in claims] == list(range(1, 10))
+    for c in claims:
+        assert c["verdict"] in ("holds", "contradicted", "inconclusive", "not measured")
+        assert c["quantity"] or c["verdict"] == "not measured"
+        if c["verdict"] == "not measured":
+            assert c["check"], c
+        else:
+            for part in c["parts"]:
+                iv = part["interval"]
+                assert part["support"] is not None or iv["low"] <= iv["estimate"] <= iv["high"], part
 
 
-def test_claims_are_computed_from_results(study_dir: Path, tmp_path: Path) -> None:
+def _set_correct(copy: Path, label: str, value) -> None:  # noqa: ANN001
+    record = StudyRecord.load(copy)
+    unit = next(u for u in record.units("short_tasks") if u.model.label == label)
+    r = load_result(copy / unit.file)
+    for rec in r.records:
+        rec["correct"] = value(rec)
+    save_result(r, copy / unit.file)
+
+
+def test_claims_are_computed_from_per_item_results(study_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "study"
     shutil.copytree(study_dir, copy)
     before = {c.id: c for c in claims_table(StudyData.load(copy))}
-    assert len(before) == 9
-    assert before[1].measured not in ("", "n/a") and before[7].measured != "n/a"
-    assert before[8].holds is not None  # mixes ran on the organism
-    # Edit the long arm's short-task accuracy in its result file: claim 1 must follow.
-    manifest = json.loads((copy / "manifest.json").read_text())
-    unit = next(u for s in manifest["steps"] if s["name"] == "short_tasks" for u in s["units"] if u["model"]["label"] == "long")
-    r = load_result(copy / unit["file"])
-    short = next(u for s in manifest["steps"] if s["name"] == "short_tasks" for u in s["units"] if u["model"]["label"] == "short")
-    s_acc = load_result(copy / short["file"]).summary["accuracy"]
-    r.summary["accuracy"] = min(1.0, s_acc + 0.25)
-    save_result(r, copy / unit["file"])
+    assert len(before) == 9 and before[1].verdict != "not measured"
+    # Make the long arm right on every item the short arm gets wrong, and vice versa: claim 1 must follow.
+    record = StudyRecord.load(copy)
+    short = load_result(copy / next(u for u in record.units("short_tasks") if u.model.label == "short").file)
+    wrong = {x["id"] for x in short.records if not x["correct"]}
+    _set_correct(copy, "long", lambda rec: True)
     after = {c.id: c for c in claims_table(StudyData.load(copy))}
-    assert after[1].measured == "+25.0 pp" or after[1].measured.startswith("25.0"), after[1].measured
-    assert after[1].holds is True
-    r.summary["accuracy"] = max(0.0, s_acc - 0.25)
-    save_result(r, copy / unit["file"])
-    assert claims_table(StudyData.load(copy))[0].holds is False
+    iv = after[1].parts[0].interval
+    assert iv.estimate == pytest.approx(len(wrong) / len(short.records))
+    assert after[1].verdict == "holds"
+    _set_correct(copy, "long", lambda rec: False)
+    assert claims_table(StudyData.load(copy))[0].verdict == "contradicted"
     write_report(copy, png=False)
-    assert "does not hold" in (copy / "report.html").read_text(encoding="utf-8")
+    assert "contradicted" in (copy / "report.html").read_text(encoding="utf-8")
+
+
+def test_report_rewrite_is_byte_identical(study_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "again"
+    shutil.copytree(study_dir, copy)
+    write_report(copy, png=False)
+    for f in ("report.html", "claims.json", "captions.json"):
+        assert (copy / f).read_bytes() == (study_dir / f).read_bytes(), f
 
 
 def test_user_triple_report_says_mixes_not_measured(llama_triple, tmp_path: Path) -> None:
@@ -88,12 +111,13 @@ def test_user_triple_report_says_mixes_not_measured(llama_triple, tmp_path: Path
     from lensft.study import STEP_NAMES, StepConfig, StudyConfig
     from lensft.variants import Variant
 
+    only = {"short_tasks", "retrieval"}
     cfg = StudyConfig(short=str(llama_triple[Variant.SHORT]), long=str(llama_triple[Variant.LONG]), png=False,
-                      steps={n: StepConfig(max_items=2) for n in STEP_NAMES})
+                      steps={n: StepConfig(max_items=2, enabled=n in only) for n in STEP_NAMES})
     run(cfg, tmp_path)
     claims = json.loads((tmp_path / "claims.json").read_text())
     mix_claims = [c for c in claims if c["id"] in (8, 9)]
-    assert all(c["verdict"] == "not measured" and "organism" in c["note"] for c in mix_claims)
+    assert all(c["verdict"] == "not measured" and "organism" in c["check"] for c in mix_claims)
     assert "organism-only" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from lensft.cli.app import main
 from lensft.study import STEP_NAMES, StepConfig, StudyConfig, StudyConfigError, run
-from lensft.study.steps import bands
+from lensft.study.plan import bands
+from lensft.study.record import ModelRef, StudyRecord, StudyRecordError
 from lensft.variants import Variant
 
 from study_support import tiny_study
@@ -47,6 +48,8 @@ def test_config_yaml_round_trip(llama_triple: dict[Variant, Path]) -> None:
     ({"organism": "quick", "steps": {"nope": {}}}, "unknown step"),
     ({"organism": "quick", "mixes": [1.5]}, "strictly between"),
     ({"organism": "quick", "colour": 1}, "colour"),
+    ({"short": "a", "long": "b", "seeds": [0, 1]}, "organism options"),
+    ({"organism": "quick", "prompts": {"needles": "x"}}, "unknown prompt role"),
 ])
 def test_config_errors_are_one_line(data: dict, msg: str) -> None:
     with pytest.raises(StudyConfigError, match=msg) as e:
@@ -67,58 +70,91 @@ def test_bands() -> None:
 def test_user_triple_runs_every_step_but_mixes(pico_study) -> None:
     out, outcome = pico_study
     assert not outcome.failures
-    steps = {s["name"]: s for s in outcome.manifest["steps"]}
+    record = StudyRecord.load(out)  # the typed record round-trips through manifest.json
+    assert record == outcome.record
+    steps = {s.name: s for s in record.steps}
     assert list(steps) == list(STEP_NAMES)
     for name, s in steps.items():
-        assert s["units"], f"step {name} ran nothing: {s['skipped']}"
-        for u in s["units"]:
-            assert (out / u["file"]).is_file()
-            assert "mix" not in u["model"]["label"]
-    assert any("organism-only" in r for r in outcome.skipped)
-    grid = {u["model"]["label"] for u in steps["module_grid"]["units"]}
-    assert grid == {"short", "long", "short+long.mha", "long+short.mha"}
-    sweep = steps["layer_sweep"]["units"]
+        assert s.units, f"step {name} ran nothing: {s.skipped}"
+        for u in s.units:
+            assert (out / u.file).is_file()
+            assert not u.model.is_mix
+    assert any("organism-only" in r for r in record.skipped)
+    grid = {u.model.label for u in steps["module_grid"].units}
+    assert grid == {"short", "long", "short + long.mha", "short + long.ffn", "long + short.mha", "long + short.ffn"}
+    hosts = {u.model.label: u.model.graft.host.value for u in steps["module_grid"].units if u.model.kind == "graft"}
+    assert hosts == {"short + long.mha": "short", "short + long.ffn": "short", "long + short.mha": "long",
+                     "long + short.ffn": "long"}  # the paper's swaps keep everything else from the host
+    sweep = steps["layer_sweep"].units
     assert len(sweep) == 2 * 2 * 2  # hosts x blocks x layer bands of the 2-layer pico model
-    assert (out / "study.yaml").is_file()
-    assert StudyConfig.load(out / "study.yaml").short == outcome.manifest["config"]["short"]
-    models = outcome.manifest["models"]["0"]
-    assert set(models) == {"base", "short", "long"}
-    assert all(len(h) == 64 for m in models.values() for h in m["sha256"].values())
+    assert {str(u.model.graft.layers) for u in sweep} == {"0:1", "1:2"}
+    patch = steps["patching"].units
+    assert {(u.model.label, u.donor.label) for u in patch} == {("short", "long"), ("long", "short")}
+    assert StudyConfig.load(out / "study.yaml").short == record.config.short
+    assert {c.model.label for c in record.checkpoints} == {"base", "short", "long"}
+    assert all(len(h) == 64 for c in record.checkpoints for h in c.sha256.values())
+
+
+def test_results_are_deterministic_bytes(pico_study, llama_triple: dict[Variant, Path], tmp_path: Path) -> None:
+    """The same study into a new directory writes byte-identical result files (no timestamps)."""
+    out, outcome = pico_study
+    cfg = _cfg(llama_triple, steps={n: StepConfig(enabled=n == "ffn_activations", max_items=4) for n in STEP_NAMES})
+    again = run(cfg, tmp_path)
+    for u in again.record.units("ffn_activations"):
+        assert (tmp_path / u.file).read_bytes() == (out / u.file).read_bytes()
 
 
 def test_resume_and_changed_step_reruns_alone(pico_study, llama_triple: dict[Variant, Path]) -> None:
     out, _ = pico_study
     again = run(_cfg(llama_triple), out)
-    assert all(s["n_run"] == 0 for s in again.manifest["steps"]), "a finished study reran units"
+    assert all(s.n_run == 0 for s in again.record.steps), "a finished study reran units"
     steps = _small_steps(ffn_activations=StepConfig(max_items=4, settings={"thresholds": [0.05]}))
     changed = run(_cfg(llama_triple, steps=steps), out)
-    ran = {s["name"]: s["n_run"] for s in changed.manifest["steps"]}
-    assert ran["ffn_activations"] == len(next(s for s in changed.manifest["steps"] if s["name"] == "ffn_activations")["units"])
+    ran = {s.name: s.n_run for s in changed.record.steps}
+    assert ran["ffn_activations"] == len(changed.record.step("ffn_activations").units) > 0
     assert all(n == 0 for k, n in ran.items() if k != "ffn_activations")
 
 
 def test_interrupted_study_resumes(llama_triple: dict[Variant, Path], tmp_path: Path, monkeypatch) -> None:
-    from lensft.study import runner
+    from lensft.study import execute
 
     calls = {"n": 0}
-    real = runner._Models.get
+    real = execute.ModelCache.get
 
-    def flaky(self, spec):  # noqa: ANN001
+    def flaky(self, model):  # noqa: ANN001
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt
-        return real(self, spec)
+        return real(self, model)
 
-    monkeypatch.setattr(runner._Models, "get", flaky)
+    monkeypatch.setattr(execute.ModelCache, "get", flaky)
     cfg = _cfg(llama_triple, steps={n: StepConfig(enabled=n in ("short_tasks", "module_grid"), max_items=2) for n in STEP_NAMES})
     with pytest.raises(KeyboardInterrupt):
         run(cfg, tmp_path)
     done = len(list((tmp_path / "results").glob("*.json")))
     assert done >= 2
-    monkeypatch.setattr(runner._Models, "get", real)
+    monkeypatch.setattr(execute.ModelCache, "get", real)
     outcome = run(cfg, tmp_path)
-    cached = sum(s["n_cached"] for s in outcome.manifest["steps"])
-    assert cached >= done
+    assert sum(s.n_cached for s in outcome.record.steps) >= done
+
+
+def test_a_study_of_another_lensft_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "lensft_version": "0.0.9"}))
+    with pytest.raises(StudyRecordError, match="written by lensft 0.0.9") as e:
+        StudyRecord.load(tmp_path)
+    assert "\n" not in str(e.value) and "new directory" in str(e.value)
+
+
+def test_model_refs_compare_by_value() -> None:
+    from lensft.graft import GraftSpec
+
+    a = ModelRef.grafted(GraftSpec.build(mha="long", ffn="short", host="short"))
+    b = ModelRef.grafted(GraftSpec.build(host="short", ffn="short", mha="long"))
+    assert a.key == b.key and a.label == "short + long.mha"
+    assert ModelRef.grafted(GraftSpec.build(mha="short", ffn="short")) == ModelRef.arm(0.0)  # a no-op graft is the arm
+    assert ModelRef.arm(0.5).is_mix and ModelRef.arm(0.5).label == "mix 0.50" and ModelRef.arm(0.5).variant is None
+    with pytest.raises(ValueError):
+        ModelRef(kind="arm")
 
 
 def test_missing_probe_is_skipped_with_reason(llama_triple: dict[Variant, Path], tmp_path: Path, monkeypatch) -> None:
@@ -136,10 +172,10 @@ def test_missing_probe_is_skipped_with_reason(llama_triple: dict[Variant, Path],
     only = {"retrieval", "short_tasks"}
     cfg = _cfg(llama_triple, steps={n: StepConfig(max_items=3) for n in only})
     outcome = run(cfg, tmp_path, only=only)
-    steps = {s["name"]: s for s in outcome.manifest["steps"]}
-    assert steps["retrieval"]["status"] == "skipped"
-    assert any("retrieval_heads" in r for r in steps["retrieval"]["skipped"])
-    assert steps["short_tasks"]["units"]
+    steps = {s.name: s for s in outcome.record.steps}
+    assert steps["retrieval"].status == "skipped"
+    assert any("retrieval_heads" in r for r in steps["retrieval"].skipped)
+    assert steps["short_tasks"].units
 
 
 def test_cli_study_on_user_triple(llama_triple: dict[Variant, Path], tmp_path: Path, capsys) -> None:
@@ -152,8 +188,7 @@ def test_cli_study_on_user_triple(llama_triple: dict[Variant, Path], tmp_path: P
     text = capsys.readouterr().out
     assert "organism-only" in text and "skipped" in text
     assert (out / "report.html").is_file()
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert all(s["status"] in ("done", "partial") for s in manifest["steps"])
+    assert all(s.status in ("done", "partial") for s in StudyRecord.load(out).steps)
     assert main(["study", "--organism", "quick", "--short", "x", "--out", str(tmp_path / "bad")]) == 1
     assert main(["study", "--short", str(llama_triple[Variant.SHORT]), "--long", str(llama_triple[Variant.LONG]),
                  "--steps", "nope", "--out", str(tmp_path / "bad2")]) == 1
@@ -166,16 +201,16 @@ def test_console_script_report(pico_study) -> None:
     assert r.returncode == 0, r.stderr
     assert (out / "report.html").is_file()
     r = subprocess.run([sys.executable, "-m", "lensft.cli.app", "report", str(out / "nope")], capture_output=True, text=True)
-    assert r.returncode == 1 and "manifest.json" in r.stderr
+    assert r.returncode == 1 and "manifest.json" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.slow
 def test_tiny_organism_study(tmp_path_factory: pytest.TempPathFactory) -> None:
     out = tiny_study(tmp_path_factory)
-    m = json.loads((out / "manifest.json").read_text())
-    steps = {s["name"]: s for s in m["steps"]}
-    assert all(s["status"] == "done" for s in steps.values()), {k: s["skipped"] for k, s in steps.items()}
-    labels = {u["model"]["label"] for u in steps["short_tasks"]["units"]}
-    assert labels == {"base", "short", "mix-0.50", "long"}
-    assert {u["model"]["label"] for u in steps["knowledge"]["units"]} >= {"mix-0.50", "short+long.mha", "long+short.mha"}
-    assert m["source"] == "organism" and m["organism_dirs"]
+    m = StudyRecord.load(out)
+    steps = {s.name: s for s in m.steps}
+    assert all(s.status == "done" for s in steps.values()), {k: s.skipped for k, s in steps.items()}
+    labels = {u.model.label for u in steps["short_tasks"].units}
+    assert labels == {"base", "short", "mix 0.50", "long"}
+    assert {u.model.label for u in steps["knowledge"].units} >= {"mix 0.50", "short + long.mha", "long + short.ffn"}
+    assert m.source == "organism" and m.organism_dirs

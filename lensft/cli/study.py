@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lensft.study.config import STEP_NAMES, StudyConfig, StudyConfigError
+from lensft.study.config import PROMPT_ROLES, STEP_NAMES, StudyConfig, StudyConfigError
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -29,79 +29,92 @@ step reruns alone. The report (report.html, figures/) is written at the end.
 
 def study(
     out: Annotated[Path, typer.Option("--out", help="results directory (an existing one is resumed)")] = Path("lensft-study"),
-    organism: Annotated[Optional[str], typer.Option("--organism", help="organism preset: quick, full (or tiny)")] = None,
+    organism: Annotated[Optional[str], typer.Option("--organism", help="organism preset: tiny, quick, full")] = None,
     base: Annotated[Optional[Path], typer.Option("--base", help="base checkpoint directory (optional)")] = None,
     short: Annotated[Optional[Path], typer.Option("--short", help="short-context SFT checkpoint directory")] = None,
     long: Annotated[Optional[Path], typer.Option("--long", help="long-context SFT checkpoint directory")] = None,
-    mix: Annotated[Optional[list[float]], typer.Option("--mix", help="organism hybrid mix (long-data fraction), repeatable")] = None,
-    seeds: Annotated[int, typer.Option("--seeds", help="organism seeds 0..N-1 (confidence intervals across seeds)")] = 1,
+    mix: Annotated[Optional[list[float]], typer.Option("--mix", help="organism mix (long-data fraction), repeatable")] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="organism world seeds 0..N-1 (separately trained organisms)")] = None,
+    sft_seeds: Annotated[Optional[int], typer.Option("--sft-seeds", help="organism SFT seeds 0..N-1 of every arm")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="study config YAML (options given here override it)")] = None,
-    prompts: Annotated[Optional[list[str]], typer.Option("--prompts", help="ROLE=FILE prompt set (roles: tasks, needle, conflict, spread, ffn)")] = None,
+    prompts: Annotated[Optional[list[str]], typer.Option("--prompts", help=f"ROLE=FILE prompt set (roles: {', '.join(PROMPT_ROLES)})")] = None,
     steps: Annotated[Optional[str], typer.Option("--steps", help=f"run only these steps (comma-separated: {', '.join(STEP_NAMES)})")] = None,
     band: Annotated[Optional[int], typer.Option("--band", help="layers per band in the per-layer swap sweep")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="do not write the report at the end")] = False,
     no_png: Annotated[bool, typer.Option("--no-png", help="skip PNG export of the figures")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
 ) -> None:
-    from lensft.report.pipeline import run_study as run
+    from lensft.report.pipeline import run_study
 
-    data = StudyConfig.read_options(config) if config else {}
-    if organism or short or long or base:
-        for k in ("organism", "base", "short", "long"):
-            data.pop(k, None)
-    if organism:
-        data["organism"] = organism
-    for k, v in (("base", base), ("short", short), ("long", long)):
-        if v is not None:
-            data[k] = str(v)
-    if mix:
-        data["mixes"] = list(mix)
-    if seeds != 1 or "seeds" not in data:
-        if seeds < 1:
-            raise StudyConfigError("--seeds must be at least 1")
-        data["seeds"] = list(range(seeds))
-    if prompts:
-        roles = dict(data.get("prompts", {}))
-        for p in prompts:
-            if "=" not in p:
-                raise StudyConfigError(f"--prompts takes ROLE=FILE (got {p!r}); roles: tasks, needle, conflict, spread, ffn")
-            role, path = p.split("=", 1)
-            roles[role.strip()] = path.strip()
-        data["prompts"] = roles
-    if band is not None:
-        data["band"] = band
-    if no_report:
-        data["report"] = False
-    if no_png:
-        data["png"] = False
-    if not data.get("organism") and not (data.get("short") and data.get("long")):
-        data["organism"] = "quick"  # the default triple: the model organism
-    cfg = StudyConfig.validate_dict(data, where="study options")
-    only = None
-    if steps:
-        only = {s.strip() for s in steps.split(",") if s.strip()}
-        bad = sorted(only - set(STEP_NAMES))
-        if bad:
-            raise StudyConfigError(f"unknown step(s) {', '.join(bad)}; steps are {', '.join(STEP_NAMES)}")
-    what = f"organism {cfg.organism} (seeds {cfg.seeds})" if cfg.is_organism else f"triple short={cfg.short} long={cfg.long}"
+    if seeds is not None and seeds < 1:
+        raise StudyConfigError("--seeds must be at least 1")
+    cfg = StudyConfig.merged(config, {
+        "organism": organism, "base": _path(base), "short": _path(short), "long": _path(long),
+        "mixes": list(mix) if mix else None, "seeds": list(range(seeds)) if seeds else None, "sft_seeds": sft_seeds,
+        "prompts": _roles(prompts) if prompts else None, "band": band,
+        "report": False if no_report else None, "png": False if no_png else None})
+    only = _steps(steps)
+    what = (f"organism {cfg.organism} (seeds {cfg.seeds}, {cfg.sft_seeds} SFT seed(s))" if cfg.is_organism
+            else f"triple short={cfg.short} long={cfg.long}")
     err_console.print(f"[bold]lensft study[/] {what} -> {out}")
-    outcome = run(cfg, out, console=None if quiet else err_console, only=only)
-
-    t = Table(title="steps", title_justify="left")
-    for c in ("step", "status", "run", "cached", "wall time (s)"):
-        t.add_column(c)
-    for s in outcome.manifest["steps"]:
-        t.add_row(s["name"], s["status"], str(s["n_run"]), str(s["n_cached"]), f"{s['seconds']:.1f}")
-    console.print(t)
-    for reason in outcome.skipped:
-        console.print(f"[yellow]skipped[/] {reason}")
-    for f in outcome.failures:
-        console.print(f"[bold red]failed[/] {f}")
+    progress = None if quiet else organism_progress(err_console)
+    outcome = run_study(cfg, out, console=None if quiet else err_console, only=only, organism_progress=progress)
+    _print_steps(outcome.record)
     if outcome.report:
         _print_claims(out)
         console.print(f"report: {outcome.report}")
     if outcome.failures:
         raise typer.Exit(1)
+
+
+def organism_progress(con: Console):  # noqa: ANN201
+    """A progress callback for the organism build: one line per stage and tenth of its steps."""
+    shown: dict[str, int] = {}
+
+    def update(stage: str, step: int, total: int, loss: float) -> None:
+        tenth = (10 * step) // max(total, 1)
+        if shown.get(stage, -1) < tenth:
+            shown[stage] = tenth
+            con.print(f"organism {stage}: step {step}/{total}, loss {loss:.3f}")
+
+    return update
+
+
+def _path(p: Optional[Path]) -> Optional[str]:
+    return None if p is None else str(p)
+
+
+def _roles(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise StudyConfigError(f"--prompts takes ROLE=FILE (got {p!r}); roles: {', '.join(PROMPT_ROLES)}")
+        role, path = p.split("=", 1)
+        out[role.strip()] = path.strip()
+    return out
+
+
+def _steps(text: Optional[str]) -> Optional[set[str]]:
+    if not text:
+        return None
+    only = {s.strip() for s in text.split(",") if s.strip()}
+    bad = sorted(only - set(STEP_NAMES))
+    if bad:
+        raise StudyConfigError(f"--steps: unknown step(s) {', '.join(bad)}; steps are {', '.join(STEP_NAMES)}")
+    return only
+
+
+def _print_steps(record) -> None:  # noqa: ANN001
+    t = Table(title="steps", title_justify="left")
+    for c in ("step", "status", "run", "cached", "wall time (s)"):
+        t.add_column(c)
+    for s in record.steps:
+        t.add_row(s.name, s.status, str(s.n_run), str(s.n_cached), f"{s.seconds:.1f}")
+    console.print(t)
+    for reason in record.skipped:
+        console.print(f"[yellow]skipped[/] {reason}")
+    for f in record.failures:
+        console.print(f"[bold red]failed[/] {f}")
 
 
 def report(
@@ -122,12 +135,13 @@ def _print_claims(results_dir: Path) -> None:
     p = Path(results_dir) / "claims.json"
     if not p.exists():
         return
-    t = Table(title="claims (paper §7)", title_justify="left")
-    for c in ("#", "claim", "paper", "measured", "here"):
+    t = Table(title="claims (paper §7), 95% intervals", title_justify="left")
+    for c in ("#", "claim", "paper", "measured here", "verdict"):
         t.add_column(c, overflow="fold")
     for c in json.loads(p.read_text()):
-        style = {"holds": "green", "does not hold": "red"}.get(c["verdict"], "dim")
-        t.add_row(str(c["id"]), c["claim"], c["paper"], c["measured"], f"[{style}]{c['verdict']}[/]")
+        style = {"holds": "green", "contradicted": "red", "inconclusive": "white"}.get(c["verdict"], "dim")
+        verdict = c["verdict"] + (f" ({c['check']})" if c.get("check") else "")
+        t.add_row(str(c["id"]), c["claim"], c["paper"], c["measured"], f"[{style}]{verdict}[/]")
     console.print(t)
 
 

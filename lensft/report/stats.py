@@ -56,6 +56,20 @@ class Interval:
                 "n_items": self.n_items, "n_replicates": self.n_replicates}
 
 
+@dataclass(frozen=True)
+class Band:
+    """Pointwise intervals of a vector quantity (e.g. one value per layer)."""
+
+    estimate: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    confidence: float = 0.95
+
+    def scaled(self, k: float) -> "Band":
+        lo, hi = np.minimum(self.low * k, self.high * k), np.maximum(self.low * k, self.high * k)
+        return Band(self.estimate * k, lo, hi, self.confidence)
+
+
 class Bootstrap:
     """Seeded paired bootstrap over items (and replicates); see the module docstring."""
 
@@ -87,21 +101,38 @@ class Bootstrap:
         lo, hi = np.quantile(draws, [a, 1.0 - a])
         return Interval(point, float(lo), float(hi), self.confidence, int(sum(n for _, n in pairs)), len(pairs))
 
+    def band(self, stats: Sequence[Statistic], n_items: Sequence[int]) -> Optional["Band"]:
+        """Pointwise intervals of a vector statistic (``f(w)`` of shape ``[draws, k]``), e.g. one
+        value per layer; None when no replicate has items."""
+        pairs = [(f, n) for f, n in zip(stats, n_items) if n > 0]
+        if not pairs:
+            return None
+        point = np.mean([np.asarray(f(np.ones((1, n))), dtype=float)[0] for f, n in pairs], axis=0)
+        draws = self._draws(pairs)
+        a = (1.0 - self.confidence) / 2
+        with np.errstate(all="ignore"):
+            lo, hi = np.nanquantile(draws, [a, 1.0 - a], axis=0) if np.isfinite(draws).any() else (point * np.nan,) * 2
+        return Band(point, np.asarray(lo), np.asarray(hi), self.confidence)
+
     def distribution(self, stats: Sequence[Statistic], n_items: Sequence[int]) -> np.ndarray:
         """The bootstrap draws themselves (for statistics such as the arg-max of several means)."""
         pairs = [(f, n) for f, n in zip(stats, n_items) if n > 0]
         return self._draws(pairs) if pairs else np.array([])
 
     def _draws(self, pairs: list[tuple[Statistic, int]]) -> np.ndarray:
+        """``[draws, ...]``: the statistic (mean over drawn replicates) of every bootstrap draw."""
         B, R = self.resamples, len(pairs)
         if R == 1:
             f, n = pairs[0]
             return np.asarray(f(self.weights(n, B)), dtype=float)
         # every draw picks R replicates; each slot gets its own item resample of its replicate
-        per_slot = np.stack([np.asarray(f(self.weights(n, B * R, salt=r + 1)), dtype=float).reshape(B, R)
-                             for r, (f, n) in enumerate(pairs)])  # [replicate, draw, slot]
+        per_slot = []
+        for r, (f, n) in enumerate(pairs):
+            v = np.asarray(f(self.weights(n, B * R, salt=r + 1)), dtype=float)
+            per_slot.append(v.reshape((B, R) + v.shape[1:]))
+        stacked = np.stack(per_slot)  # [replicate, draw, slot, ...]
         pick = np.random.default_rng([self.seed, R, 7]).integers(0, R, size=(B, R))
-        return per_slot[pick, np.arange(B)[:, None], np.arange(R)[None, :]].mean(axis=1)
+        return stacked[pick, np.arange(B)[:, None], np.arange(R)[None, :]].mean(axis=1)
 
 
 # --- building blocks for statistics -------------------------------------------------------------
