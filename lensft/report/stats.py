@@ -41,11 +41,11 @@ class Interval:
         """+1 when the interval lies above zero, -1 below zero, 0 when it contains zero."""
         return 1 if self.low > 0 else -1 if self.high < 0 else 0
 
-    def scaled(self, k: float) -> "Interval":
+    def scaled(self, k: float | int) -> "Interval":
         lo, hi = sorted((self.low * k, self.high * k))
         return Interval(self.estimate * k, lo, hi, self.confidence, self.n_items, self.n_replicates)
 
-    def fmt(self, scale: float = 1.0, digits: int = 1, unit: str = "", signed: bool = False) -> str:
+    def fmt(self, scale: float | int = 1.0, digits: int = 1, unit: str = "", signed: bool = False) -> str:
         """``+2.1 pp [−0.4, +4.6]`` (scaled by ``scale``)."""
         s = self.scaled(scale)
         f = f"{{:{'+' if signed else ''}.{digits}f}}"
@@ -65,7 +65,7 @@ class Band:
     high: np.ndarray
     confidence: float = 0.95
 
-    def scaled(self, k: float) -> "Band":
+    def scaled(self, k: float | int) -> "Band":
         lo, hi = np.minimum(self.low * k, self.high * k), np.maximum(self.low * k, self.high * k)
         return Band(self.estimate * k, lo, hi, self.confidence)
 

@@ -26,7 +26,7 @@ from lensft.hashing import sha256_json
 from lensft.prompts import PromptSet, cap_per_task, content_hash
 from lensft.results import RESULT_SCHEMA_VERSION, ProbeResult, load_result, save_result
 from lensft.study.config import STEP_NAMES, StudyConfig
-from lensft.study.execute import ModelCache, StudyProgress, run_probe
+from lensft.study.execute import Executor, LocalExecutor, StudyProgress, UnitOutcome, UnitTask, first_line
 from lensft.study.plan import PLANNERS, StepPlan, UnitPlan
 from lensft.study.record import (CheckpointRecord, PromptSetRecord, StepRecord, StudyRecord, StudyRecordError,
                                  UnitRecord, MANIFEST)
@@ -50,17 +50,6 @@ class StudyOutcome:
     @property
     def step_seconds(self) -> dict[str, float]:
         return {s.name: s.seconds for s in self.record.steps}
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A unit ready to run: its plan, cache key, probe, validated settings and (capped) prompt set."""
-
-    plan: UnitPlan
-    key: str
-    probe: Any
-    settings: Any
-    prompts: PromptSet
 
 
 def _check_plan(plan: StepPlan, src: ReplicateSource) -> StepPlan:
@@ -102,12 +91,11 @@ def plan_steps(cfg: StudyConfig, src: ReplicateSource, only: Optional[set[str]] 
     return plans
 
 
-def prepare(u: UnitPlan, src: ReplicateSource) -> Prepared:
-    """Validate a unit's settings and compute its cache key."""
+def prepare(u: UnitPlan, src: ReplicateSource) -> tuple[str, PromptSet]:
+    """Validate a unit's settings; return its cache key and its (capped) prompt set."""
     from lensft.probes.registry import get_probe
 
-    probe = get_probe(u.probe)
-    settings = probe.Settings(**u.settings)
+    settings = get_probe(u.probe).Settings(**u.settings)
     ps = cap_per_task(src.prompts[u.role], u.max_items)
     models = [m for m in (u.model, u.donor) if m is not None]
     key = sha256_json({
@@ -115,7 +103,7 @@ def prepare(u: UnitPlan, src: ReplicateSource) -> Prepared:
         "models": [m.key for m in models], "checkpoints": [[fingerprint(p) for p in src.paths_of(m)] for m in models],
         "prompts": content_hash(ps),
     })
-    return Prepared(u, key[:24], probe, settings, ps)
+    return key[:24], ps
 
 
 def _unit(u: UnitPlan, key: str, ps: Optional[PromptSet], status: str, seconds: float = 0.0,
@@ -125,36 +113,33 @@ def _unit(u: UnitPlan, key: str, ps: Optional[PromptSet], status: str, seconds: 
                       n_items=len(ps.items) if ps else 0, key=key, status=status, error=error, seconds=round(seconds, 3))
 
 
-def run_unit(u: UnitPlan, src: ReplicateSource, models: ModelCache, out: Path, failures: list[str]) -> UnitRecord:
-    """Take a unit's cached result or run it and save the result; a failure is recorded, not raised."""
-    where = f"{u.step}/{u.model.label} ({u.replicate.label})"
+def _cached(path: Path) -> bool:
+    if not path.exists():
+        return False
     try:
-        p = prepare(u, src)
-    except Exception as e:  # bad settings for the probe
-        failures.append(msg := f"{where}: {type(e).__name__}: {_first_line(e)}")
-        return _unit(u, "", None, "failed", error=msg)
-    path = out / "results" / f"{p.key}.json"
-    if path.exists():
+        load_result(path)
+        return True
+    except LensftError:
+        log.warning("cached result %s is unreadable; rerunning", path)
+        return False
+
+
+def triage(plans: list[tuple[ReplicateSource, UnitPlan]], out: Path) -> tuple[list[Optional[UnitRecord]], list[UnitTask]]:
+    """Per unit (in plan order): its record if it is cached or cannot start, else a task to run."""
+    records: list[Optional[UnitRecord]] = []
+    tasks: list[UnitTask] = []
+    for src, u in plans:
         try:
-            load_result(path)
-            return _unit(u, p.key, p.prompts, "cached")
-        except LensftError:
-            log.warning("cached result %s is unreadable; rerunning", path)
-    t0 = time.perf_counter()
-    try:
-        result = run_probe(p.probe, p.settings, p.prompts, models, u.model, u.donor)
-    except Exception as e:
-        if os.environ.get("LENSFT_DEBUG"):
-            raise
-        failures.append(msg := f"{where}: {type(e).__name__}: {_first_line(e)}")
-        log.error("unit failed: %s", msg)
-        return _unit(u, p.key, p.prompts, "failed", error=msg)
-    save_result(result, path)
-    return _unit(u, p.key, p.prompts, "run", time.perf_counter() - t0)
-
-
-def _first_line(e: BaseException) -> str:
-    return str(e).splitlines()[0] if str(e) else ""
+            key, ps = prepare(u, src)
+        except Exception as e:  # bad settings for the probe
+            records.append(_unit(u, "", None, "failed", error=f"{u.step}/{u.model.label}: {first_line(e)}"))
+            continue
+        if _cached(out / "results" / f"{key}.json"):
+            records.append(_unit(u, key, ps, "cached"))
+        else:
+            records.append(None)
+            tasks.append(UnitTask(u, key, ps, src.paths()))
+    return records, tasks
 
 
 def _checkpoint_records(out: Path, sources: list[ReplicateSource]) -> list[CheckpointRecord]:
@@ -178,8 +163,8 @@ def _previous(out: Path) -> Optional[StudyRecord]:
     return StudyRecord.load(out)  # refuses another lensft's layout with a clear line
 
 
-def run(config: StudyConfig, out: str | os.PathLike[str], *, console: Any = None,
-        only: Optional[set[str]] = None, organism_progress: Optional[Callable[..., None]] = None) -> StudyOutcome:
+def run(config: StudyConfig, out: str | os.PathLike[str], *, console: Any = None, only: Optional[set[str]] = None,
+        organism_progress: Optional[Callable[..., None]] = None, executor: Optional[Executor] = None) -> StudyOutcome:
     """Run (or resume) a study into ``out``; return its record.
 
     Args:
@@ -188,6 +173,8 @@ def run(config: StudyConfig, out: str | os.PathLike[str], *, console: Any = None
         console: a rich Console for the progress display (None: no display).
         only: run only these steps (the others keep what the previous record lists).
         organism_progress: passed to :func:`lensft.organism.build` as ``progress``.
+        executor: runs the units that are not cached (default: :class:`LocalExecutor`, one after
+            another in this process). Every result is written here, atomically, as it arrives.
 
     Raises:
         StudyRecordError: ``out`` holds a study written by an incompatible lensft.
@@ -200,41 +187,70 @@ def run(config: StudyConfig, out: str | os.PathLike[str], *, console: Any = None
     sources = resolve_sources(config, organism_progress)
     prepare_seconds = time.perf_counter() - t_start
     checkpoints = _checkpoint_records(out, sources)
-    plans = {s.replicate: plan_steps(config, s, only) for s in sources}
-    failures: list[str] = []
-    steps: list[StepRecord] = []
-    models = {s.replicate: ModelCache(s) for s in sources}
-    with StudyProgress(console, sum(len(p.units) for ps in plans.values() for p in ps)) as prog:
-        for name in (n for n in STEP_NAMES if only is None or n in only):
-            t_step, units, skipped, title = time.perf_counter(), [], [], name
-            for s in sources:
-                plan = next(p for p in plans[s.replicate] if p.name == name)
-                title = plan.title
-                skipped += [r for r in plan.skipped if r not in skipped]
-                for u in plan.units:
-                    prog.show(u, len(sources) > 1)
-                    units.append(run_unit(u, s, models[s.replicate], out, failures))
-                    prog.advance()
-            steps.append(StepRecord(name=name, title=title, units=units, skipped=skipped,
-                                    seconds=round(time.perf_counter() - t_step, 3)))
-            log.info("step %s: %d run, %d cached, %.1f s", name, steps[-1].n_run, steps[-1].n_cached, steps[-1].seconds)
-    if only is not None and old is not None:  # keep the other steps of the previous run
-        order = {n: k for k, n in enumerate(STEP_NAMES)}
-        steps = sorted([s for s in old.steps if s.name not in only] + steps, key=lambda s: order.get(s.name, 99))
-    first = sources[0]
+    plans = [(s, p) for s in sources for p in plan_steps(config, s, only)]
+    units = [(s, u) for name in STEP_NAMES for s, p in plans if p.name == name for u in p.units]
+    records, tasks = triage(units, out)
+    unique = list({t.key: t for t in reversed(tasks)}.values())[::-1]  # a unit planned twice runs once
+    ran = _run_tasks(unique, {s.replicate: s for s in sources}, out, executor or LocalExecutor(), console, len(units))
+    firsts = {t.key: t for t in unique}
+    pending = iter(tasks)
+    for i, r in enumerate(records):
+        if r is None:
+            t = next(pending)
+            rec = ran[t.key]
+            records[i] = rec if firsts[t.key] is t else _unit(t.plan, t.key, t.prompts, "cached" if rec.status == "run"
+                                                               else "failed", error=rec.error)
+    steps = _step_records(plans, records, only, old)  # type: ignore[arg-type]
     record = StudyRecord(
         config=config, source="organism" if config.is_organism else "triple",
-        replicates=[s.replicate for s in sources], n_layers=first.triple.n_layers, checkpoints=checkpoints,
+        replicates=[s.replicate for s in sources], n_layers=sources[0].triple.n_layers, checkpoints=checkpoints,
         training=[t for s in sources for t in s.training],
         organism_dirs={str(s.replicate.seed): str(s.organism_dir) for s in sources if s.organism_dir},
         prompt_sets=[PromptSetRecord(role=r, name=ps.name, version=ps.version, kind=ps.kind, n_items=len(ps.items),
-                                     description=ps.header.description) for r, ps in first.prompts.items()],
-        steps=steps, failures=failures, prepare_seconds=round(prepare_seconds, 3),
-        total_seconds=round(time.perf_counter() - t_start, 3))
+                                     description=ps.header.description) for r, ps in sources[0].prompts.items()],
+        steps=steps, failures=[u.error for s in steps for u in s.units if u.error],
+        prepare_seconds=round(prepare_seconds, 3), total_seconds=round(time.perf_counter() - t_start, 3))
     record.save(out)
     for s in sources:
         s.triple.release()
     return StudyOutcome(out, record)
+
+
+def _run_tasks(tasks: list[UnitTask], sources: dict, out: Path, executor: Executor, console: Any,
+               total: int) -> dict[str, UnitRecord]:
+    """Run the tasks; save each result as it arrives; return their records by cache key."""
+    done: dict[str, UnitRecord] = {}
+
+    def save(o: UnitOutcome) -> None:
+        u = o.task.plan
+        if o.result is not None:
+            save_result(o.result, out / "results" / f"{o.task.key}.json")
+            done[o.task.key] = _unit(u, o.task.key, o.task.prompts, "run", o.seconds)
+        else:
+            done[o.task.key] = _unit(u, o.task.key, o.task.prompts, "failed", o.seconds, f"{o.task.where}: {o.error}")
+
+    with StudyProgress(console, total) as prog:
+        prog.skip(total - len(tasks))
+        executor.run(tasks, sources, save, prog)
+    return done
+
+
+def _step_records(plans: list, records: list[UnitRecord], only: Optional[set[str]],
+                  old: Optional[StudyRecord]) -> list[StepRecord]:
+    """Group unit records by step (plan order), keeping the previous run's other steps with ``only``."""
+    steps, it = [], iter(records)
+    for name in STEP_NAMES:
+        step_plans = [p for _, p in plans if p.name == name]
+        if not step_plans:
+            continue
+        units = [next(it) for p in step_plans for _ in p.units]
+        skipped = list(dict.fromkeys(r for p in step_plans for r in p.skipped))
+        steps.append(StepRecord(name=name, title=step_plans[0].title, units=units, skipped=skipped,
+                                seconds=round(sum(u.seconds for u in units), 3)))
+    if only is not None and old is not None:
+        order = {n: k for k, n in enumerate(STEP_NAMES)}
+        steps = sorted([s for s in old.steps if s.name not in only] + steps, key=lambda s: order.get(s.name, 99))
+    return steps
 
 
 def iter_results(out: str | os.PathLike[str]):  # -> Iterator[tuple[UnitRecord, ProbeResult]]
@@ -245,4 +261,4 @@ def iter_results(out: str | os.PathLike[str]):  # -> Iterator[tuple[UnitRecord, 
             yield u, load_result(out / u.file)
 
 
-__all__ = ["StudyOutcome", "StudyRecordError", "iter_results", "plan_steps", "prepare", "run", "run_unit"]
+__all__ = ["StudyOutcome", "StudyRecordError", "iter_results", "plan_steps", "prepare", "run", "triage"]

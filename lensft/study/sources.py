@@ -21,12 +21,31 @@ from lensft.study import defaults
 from lensft.study.config import PROMPT_ROLES, StudyConfig
 from lensft.study.plan import Available
 from lensft.study.record import ArmTraining, ModelRef, Replicate
+from lensft.variants import Variant
 
 log = logging.getLogger(__name__)
 
 #: Organism prompt sets that play each role (the organism's data/<name>.jsonl).
 ORGANISM_ROLES = {"needle": "needle", "conflict": "conflict", "spread": "arithmetic", "ffn": "fact_recall"}
 ORGANISM_TASKS = ("fact_recall", "arithmetic", "cloze", "reading", "fact_recall_seen")
+
+
+@dataclass(frozen=True)
+class SourcePaths:
+    """A replicate's checkpoint directories (resolved): enough to rebuild its models anywhere that
+    sees the same filesystem (a Ray worker on a shared filesystem)."""
+
+    replicate: Replicate
+    short: str
+    long: str
+    base: Optional[str] = None
+    mixes: tuple[tuple[float, str], ...] = ()
+
+
+def source_from_paths(paths: SourcePaths) -> ReplicateSource:
+    """Open a replicate from its paths (no prompt sets: a task carries its own)."""
+    triple = load_triple(base=paths.base, short=paths.short, long=paths.long, check=False)
+    return ReplicateSource(paths.replicate, triple, {f: Path(p) for f, p in paths.mixes})
 
 
 @dataclass
@@ -40,6 +59,12 @@ class ReplicateSource:
     is_organism: bool = False
     organism_dir: Optional[Path] = None
     training: list[ArmTraining] = field(default_factory=list)
+
+    def paths(self) -> SourcePaths:
+        t = self.triple
+        base = str(t[Variant.BASE].path.resolve()) if Variant.BASE in t.variants else None
+        return SourcePaths(self.replicate, str(t[Variant.SHORT].path.resolve()), str(t[Variant.LONG].path.resolve()), base,
+                           tuple((f, str(p.resolve())) for f, p in sorted(self.mixes.items())))
 
     def available(self) -> Available:
         return Available(self.replicate, frozenset(self.triple.variants), tuple(sorted(self.mixes)),
