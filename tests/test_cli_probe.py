@@ -119,4 +119,4 @@ def test_patch_command(pico_triples, tmp_path, capsys) -> None:
     assert main(["patch", "--host", short, "--donor", long, "--layers", "1:2", "--out", str(out), "--force"]) == 0
     capsys.readouterr()
     assert main(["patch", "--host", short, "--donor", long, "--component", "attn", "--out", str(tmp_path / "x.json")]) == 1
-    assert "component must be mha, ffn or both" in capsys.readouterr().err
+    assert "--component must be one of mha, ffn, both" in capsys.readouterr().err

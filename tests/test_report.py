@@ -93,6 +93,7 @@ def test_claims_are_computed_from_per_item_results(study_dir: Path, tmp_path: Pa
     assert iv.estimate == pytest.approx(len(wrong) / len(short.records))
     assert after[1].verdict == "holds"
     _set_correct(copy, "long", lambda rec: False)
+    _set_correct(copy, "short", lambda rec: True)
     assert claims_table(StudyData.load(copy))[0].verdict == "contradicted"
     write_report(copy, png=False)
     assert "contradicted" in (copy / "report.html").read_text(encoding="utf-8")

@@ -242,10 +242,14 @@ def _score(host: ModelHandle, donor: ModelHandle, seqs: list[ScoredSequence], n:
     return sc
 
 
-def patch_across(host: ModelHandle, donor: ModelHandle, prompts: PromptSet, component: Component = "both",
-                 layers: Optional[Sequence[int]] = None, metric: Metric = "auto", *, mode: str = "both",
+def patch_across(host: ModelHandle, donor: ModelHandle, prompts: PromptSet, component: str = "both",
+                 layers: Optional[Sequence[int]] = None, metric: str = "auto", *, mode: str = "both",
                  batch_size: int = 8, chat: Optional[bool] = None) -> ProbeResult:
-    """Patch the donor's MHA / FFN outputs into the host and report the metric change (module docstring)."""
+    """Patch the donor's MHA / FFN outputs into the host and report the metric change (module docstring).
+
+    ``component`` is ``mha``, ``ffn`` or ``both``; ``metric`` ``auto``, ``margin`` or ``answer_logprob``
+    (checked here, with a one-line :class:`LensftError` for anything else).
+    """
     check_aligned(host, donor)
     idx, metric = _check_args(host, prompts, component, mode, metric, layers)
     use_chat = prompts.header.chat if chat is None else chat
