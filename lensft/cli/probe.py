@@ -17,6 +17,8 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from lensft.cli.options import (BatchSizeOpt, DeviceOpt, DtypeOpt, ForceOpt, flag, load_options,
+                                memory_errors_as_flags)
 from lensft.errors import LensftError, OutputExists
 from lensft.prompts import PromptSet, read_prompt_set
 from lensft.results import ProbeResult, save_result
@@ -66,6 +68,34 @@ def parse_settings(settings_cls: type[BaseModel], pairs: list[str]) -> BaseModel
         raise LensftError(f"--set {loc}: {err['msg']}") from None
 
 
+def with_batch_size(settings: BaseModel, batch_size: Optional[int], probe_name: str) -> BaseModel:
+    """``settings`` with ``--batch-size`` applied (refused for a probe without a batch size)."""
+    if batch_size is None:
+        return settings
+    if "batch_size" not in type(settings).model_fields:
+        raise LensftError(f"probe {probe_name!r} runs one prompt at a time; drop --batch-size")
+    return settings.model_copy(update={"batch_size": batch_size})
+
+
+def tokens_per_batch(ps: PromptSet, settings: BaseModel) -> int:
+    """An upper estimate of the tokens one forward pass holds, for the memory check: the batch
+    size times the longest item (its characters, at most one token each, plus a chat template),
+    capped by the probe's ``max_length``."""
+    longest = max((_chars(it.model_dump()) for it in ps.items), default=0) + 64
+    cap = getattr(settings, "max_length", None)
+    return int(getattr(settings, "batch_size", 1)) * (min(longest, cap) if cap else longest)
+
+
+def _chars(obj: Any) -> int:
+    if isinstance(obj, str):
+        return len(obj)
+    if isinstance(obj, dict):
+        return sum(_chars(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_chars(v) for v in obj)
+    return 0
+
+
 def default_prompt_path(probe: Any) -> Path:
     """The built-in prompt set of a probe (its ``default_prompts`` or its first kind's default)."""
     name = getattr(probe, "default_prompts", None)
@@ -106,9 +136,12 @@ def probe(
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="prompt-set file [default: built-in set]")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="result JSON path [default: NAME.json]")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="probe setting key=value (repeatable)")] = None,
-    list_: Annotated[bool, typer.Option("--list", help="list the registered probes and exit")] = False,
-    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
+    list_: Annotated[bool, flag("--list", "list the registered probes and exit")] = False,
+    force: ForceOpt = False,
     attn: Annotated[Optional[str], typer.Option("--attn", help="attention implementation (eager, sdpa ...)")] = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
+    batch_size: BatchSizeOpt = None,
 ) -> None:
     from lensft.probes.registry import get_probe, list_probes
 
@@ -125,15 +158,17 @@ def probe(
     pr = get_probe(name)
     if model is None:
         raise LensftError("--model DIR is required")
-    settings = parse_settings(pr.Settings, list(set_ or []))
+    settings = with_batch_size(parse_settings(pr.Settings, list(set_ or [])), batch_size, name)
     out_path = out if out is not None else Path(f"{name}.json")
     if out_path.exists() and not force:
         raise OutputExists(f"{out_path} exists; pass --force to replace it or choose another --out")
     ps = load_probe_prompts(pr, prompts)
+    opts = load_options(device, dtype, tokens_per_batch(ps, settings))
 
     from lensft.handle import load_model
 
-    handle = load_model(model, attn_implementation=attn)
+    with memory_errors_as_flags():
+        handle = load_model(model, opts, attn_implementation=attn)
     result = pr.run(handle, ps, settings)
     save_result(result, out_path)
     console.print(summary_table(result))
@@ -157,7 +192,10 @@ def patch(
     metric: Annotated[str, typer.Option("--metric", help="auto, margin (conflict sets) or answer_logprob (task sets)")] = "auto",
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="conflict or task prompt set [default: built-in conflicts]")] = None,
     out: Annotated[Path, typer.Option("--out", help="result JSON path")] = Path("patching.json"),
-    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
+    force: ForceOpt = False,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="prompts per forward pass")] = 8,
 ) -> None:
     from lensft.graft import LayerRange
     from lensft.probes.conflict_formats import load_conflicts
@@ -174,9 +212,12 @@ def patch(
     from lensft.handle import load_model
     from lensft.probes.patching import patch_across
 
-    r, d = load_model(receiver), load_model(donor)
+    opts = load_options(device, dtype, batch_size * (max((_chars(it.model_dump()) for it in ps.items), default=0) + 64))
+    with memory_errors_as_flags():  # the donor's check sees the memory the receiver already holds
+        r, d = load_model(receiver, opts), load_model(donor, opts)
     idx = None if rng is None else list(range(rng.start, min(rng.stop, r.n_layers)))
-    result = patch_across(r, d, ps, component=component, layers=idx, metric=metric)  # type: ignore[arg-type]
+    result = patch_across(r, d, ps, component=component, layers=idx, metric=metric,  # type: ignore[arg-type]
+                          batch_size=batch_size)
     save_result(result, out)
     console.print(summary_table(result))
     console.print(f"saved {out}")
