@@ -33,9 +33,9 @@ class DTypeChoice(str, Enum):
 DeviceOpt = Annotated[str, typer.Option(
     "--device", help="cpu, cuda, cuda:N, or auto (every visible GPU, then CPU offload for what does not fit)")]
 DtypeOpt = Annotated[Optional[DTypeChoice], typer.Option(
-    "--dtype", help="weights and activations dtype [default: the checkpoint's own (config torch_dtype)]")]
+    "--dtype", help="weights and activations dtype (default: the checkpoint's own, from its config)")]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(
-    "--batch-size", min=1, help="prompts per forward pass [default: the probe's batch_size setting]")]
+    "--batch-size", min=1, help="prompts per forward pass (default: the probe's batch_size setting)")]
 
 #: what to try when a model does not fit, as flags (the library says the same in words)
 CLI_REMEDIES = {"dtype": "--dtype bfloat16", "auto": "--device auto",

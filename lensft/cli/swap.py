@@ -34,7 +34,7 @@ def swap(
     ffn: Annotated[Variant, typer.Option("--ffn", help="checkpoint that supplies the feed-forward blocks")],
     out: Annotated[Path, typer.Option("--out", help="output directory (must not exist unless --force)")],
     base: BaseOpt = None,
-    host: Annotated[Optional[Variant], typer.Option("--host", help="checkpoint that supplies everything else [default: the --ffn source]")] = None,
+    host: Annotated[Optional[Variant], typer.Option("--host", help="checkpoint that supplies everything else (default: the --ffn source)")] = None,
     layers: Annotated[Optional[str], typer.Option("--layers", help="apply --mha/--ffn only to layers a..b-1, e.g. 8:24")] = None,
     norms: Annotated[str, typer.Option("--norms", help="'host': norms stay with the host; 'module': each block's norms move with it")] = "host",
     alpha: Annotated[float, typer.Option("--alpha", help="interpolate: (1-alpha)*host + alpha*source; 1 takes the source whole")] = 1.0,
