@@ -173,6 +173,7 @@ def streaming_attention_stats(
     keys_t = key.to(_F32).transpose(-1, -2)  # [b, hkv, d, nk]
     blocks = _mask_blocks(visible, chunk_q, chunk_k) if visible is not None else None
     res = _Result.empty(geo, len(spans), vd if value is not None else None)
+    work = _Workspace(geo, min(chunk_q, nq) * min(chunk_k, nk))
     for qs in range(0, nq, chunk_q):
         qe = min(nq, qs + chunk_q)
         qg = rearrange(query[:, :, qs:qe].to(_F32) * geo.scale, "b (kv g) q d -> b kv (g q) d", g=geo.g)
@@ -183,8 +184,8 @@ def streaming_attention_stats(
             ranges = _masked_chunks(blocks, qs // chunk_q, chunk_k, nk)  # type: ignore[arg-type]
         for ks, ke, mixed in ranges:
             vis, bias = _block_mask(geo, qs, qe, ks, ke, mixed, causal, sliding_window, attention_mask, visible)
-            s = _scores(qg, keys_t[:, :, :, ks:ke], geo.g, softcap, bias)
-            st.update(s, vis, aug[:, :, ks:ke], geo.k_start + ks)
+            s = _scores(qg, keys_t[:, :, :, ks:ke], geo.g, softcap, bias, work)
+            st.update(s, vis, aug[:, :, ks:ke], geo.k_start + ks, work)
         if s_aux is not None:
             st.add_sink_logit(s_aux.to(_F32).view(1, hkv, geo.g, 1).expand(b, hkv, geo.g, qe - qs))
         res.put(st, qs, qe, geo)
@@ -292,12 +293,26 @@ def _group(m: Tensor, geo: _Geometry) -> Tensor:
     return m[:, :, None] if m.shape[1] == 1 else m.reshape(m.shape[0], geo.hkv, geo.g, m.shape[2], m.shape[3])
 
 
-def _scores(qg: Tensor, keys_t: Tensor, g: int, softcap: Optional[float], bias: Optional[Tensor]
+class _Workspace:
+    """Two float32 block buffers reused by every block of a call (no allocation per block)."""
+
+    def __init__(self, geo: _Geometry, block: int) -> None:
+        n = geo.b * geo.h * block
+        self.scores = torch.empty(n, dtype=_F32, device=geo.device)
+        self.probs = torch.empty(n, dtype=_F32, device=geo.device)
+
+    @staticmethod
+    def view(buf: Tensor, shape: tuple[int, ...]) -> Tensor:
+        return buf[:math.prod(shape)].view(shape)
+
+
+def _scores(qg: Tensor, keys_t: Tensor, g: int, softcap: Optional[float], bias: Optional[Tensor], work: _Workspace
             ) -> Float[Tensor, "batch kv g query key"]:
     """Logits of one block from scaled grouped queries ``[b, hkv, g*cq, d]`` and keys ``[b, hkv, d, ck]``."""
-    s = rearrange(torch.matmul(qg, keys_t), "b kv (g q) k -> b kv g q k", g=g)
+    out = work.view(work.scores, (*qg.shape[:-1], keys_t.shape[-1]))
+    s = rearrange(torch.matmul(qg, keys_t, out=out), "b kv (g q) k -> b kv g q k", g=g)
     if softcap is not None:
-        s = torch.tanh(s.div_(softcap)).mul_(softcap)
+        s = s.div_(softcap).tanh_().mul_(softcap)
     if bias is not None:
         s = s.add_(bias)
     return s
@@ -329,7 +344,7 @@ class _BlockState:
                    torch.full(shape, -math.inf, dtype=_F32, device=dev) if top1 else None,
                    torch.full(shape, -1, dtype=torch.long, device=dev) if top1 else None)
 
-    def update(self, s: Tensor, vis: Optional[Tensor], aug: Tensor, k_offset: int) -> None:
+    def update(self, s: Tensor, vis: Optional[Tensor], aug: Tensor, k_offset: int, work: _Workspace) -> None:
         """Fold one block of logits ``s`` ``[b, hkv, g, cq, ck]`` (consumed) into the state."""
         if vis is not None:
             s = s.masked_fill_(~vis, -math.inf)
@@ -346,11 +361,11 @@ class _BlockState:
         t = s.sub_(m_safe[..., None])
         if vis is not None:
             t = t.clamp_(min=_NEG)  # masked logits: exp gives exactly 0 and p * t stays 0 (not 0 * -inf)
-        p = torch.exp(t)
-        self.ent += (p * t).sum(-1)
+        p = torch.exp(t, out=work.view(work.probs, tuple(t.shape)))
         g = s.shape[2]
         pv = torch.matmul(rearrange(p, "b kv g q k -> b kv (g q) k"), aug)
         self.acc += rearrange(pv, "b kv (g q) w -> b kv g q w", g=g)
+        self.ent += p.mul_(t).sum(-1)  # sum p (s - m), in place once p has served the values
         self.m = m_new
 
     def _rescale(self, m_safe: Tensor) -> None:
