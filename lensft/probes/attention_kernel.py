@@ -96,6 +96,7 @@ class AttentionCollector:
         #: top-1 absolute key position of the last query of the latest forward, [layer, batch, head]
         self.last_top1: dict[int, Int[Tensor, "batch head"]] = {}
         self.per_query: dict[int, list[AttentionStats]] = {}
+        self._placed = False
 
     @classmethod
     def for_handle(cls, handle: ModelHandle, **kw: Any) -> "AttentionCollector":
@@ -119,21 +120,22 @@ class AttentionCollector:
             self.last_top1[layer] = stats.top1[:, :, -1].cpu()
         if not self.phase_names:
             return
-        dev = stats.entropy.device
-        if self.sums.device != dev:
-            self.sums, self.counts = self.sums.to(dev), self.counts.to(dev)
+        if not self._placed:  # sums live on the device of the first layer (the model's first device)
+            self.sums, self.counts = self.sums.to(stats.entropy.device), self.counts.to(stats.entropy.device)
+            self._placed = True
         cols = [stats.entropy, stats.normalised_entropy(), stats.distance, stats.sink, *stats.span_mass]
         f = torch.stack(cols, dim=-1).to(torch.float64)  # [b, h, q, field]
         valid = torch.isfinite(stats.entropy)  # [b, h, q]
         f = torch.where(valid[..., None], f, torch.zeros_like(f))
         masks = [phase_masks(r, stats.query_positions) for r in self.row_phases]
         pm = torch.stack(masks).to(torch.float64)  # [rows, phase, q]
+        dev = self.sums.device  # a layer on another GPU (device auto) sends its small sums over
         if self.per_row:
-            self.sums[:, :, layer] += torch.einsum("bpq,bhqf->bphf", pm, f)
-            self.counts[:, :, layer] += torch.einsum("bpq,bhq->bph", pm, valid.to(torch.float64))
+            self.sums[:, :, layer] += torch.einsum("bpq,bhqf->bphf", pm, f).to(dev)
+            self.counts[:, :, layer] += torch.einsum("bpq,bhq->bph", pm, valid.to(torch.float64)).to(dev)
         else:
-            self.sums[:, layer] += torch.einsum("pq,bhqf->phf", pm[0], f)
-            self.counts[:, layer] += torch.einsum("pq,bhq->ph", pm[0], valid.to(torch.float64))
+            self.sums[:, layer] += torch.einsum("pq,bhqf->phf", pm[0], f).to(dev)
+            self.counts[:, layer] += torch.einsum("pq,bhq->ph", pm[0], valid.to(torch.float64)).to(dev)
 
     def means(self) -> Float[Tensor, "*row phase layer head field"]:
         """Mean of each statistic over the queries of each phase (NaN where a phase is empty),
