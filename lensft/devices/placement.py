@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Mapping, Sequence
 
+import torch
 from torch import nn
 
 from lensft.errors import InsufficientMemory
@@ -41,13 +42,14 @@ def model_units(model: nn.Module, layers_path: str) -> list[tuple[str, int]]:
 
 
 def plan_device_map(units: Sequence[tuple[str, int]], budgets: Sequence[tuple[str, int]], *,
-                    tied: Mapping[str, str] | None = None) -> dict[str, str]:
+                    tied: Mapping[str, str] | None = None, suggest_dtype: bool = True) -> dict[str, str]:
     """Place units in order: each on the current device while it fits, else on the next one.
 
     Args:
         units: ``(module name, bytes)`` in execution order (:func:`model_units`).
         budgets: ``(device, bytes free for weights)`` in the order to fill: the GPUs, then ``cpu``.
         tied: ``unit -> unit it must share a device with`` (a head tied to the embedding).
+        suggest_dtype: the refusal suggests a smaller dtype (the weights are float32).
 
     Returns:
         ``{module name: device}`` for accelerate / ``from_pretrained(device_map=...)``.
@@ -70,7 +72,7 @@ def plan_device_map(units: Sequence[tuple[str, int]], budgets: Sequence[tuple[st
             have = sum(b for _, b in budgets)
             raise InsufficientMemory(
                 f"the weights need {need / 1e9:.2f} GB but {' + '.join(d for d, _ in budgets)} have "
-                f"{have / 1e9:.2f} GB free (module {name} does not fit)", remedies=("dtype",),
+                f"{have / 1e9:.2f} GB free (module {name} does not fit)", remedies=("dtype",) if suggest_dtype else (),
                 phrases={"dtype": "a smaller dtype (bfloat16)"})
         left[cur] -= size
         out[name] = budgets[cur][0]
@@ -121,7 +123,8 @@ def auto_budgets(free: Mapping[str, int], *, reserve_first_gpu: int = 0) -> list
 def auto_device_map(model: nn.Module, layers_path: str, budgets: Sequence[tuple[str, int]]) -> dict[str, str]:
     """:func:`plan_device_map` over the units of ``model`` (built on ``meta`` at the load dtype)."""
     units = model_units(model, layers_path)
-    return plan_device_map(units, budgets, tied=tied_units(model, units, layers_path))
+    fp32 = any(p.dtype == torch.float32 for p in model.parameters())
+    return plan_device_map(units, budgets, tied=tied_units(model, units, layers_path), suggest_dtype=fp32)
 
 
 def accelerate_map(device_map: Mapping[str, str]) -> dict[str, int | str]:
