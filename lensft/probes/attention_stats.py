@@ -169,15 +169,22 @@ def streaming_attention_stats(
     names, spans = _span_rows(key_spans, b)
     visible = _visible_keys(attention_mask)
     vd = value.shape[-1] if value is not None else 0
-    aug = _augmented_values(geo, value, spans)
+    # linear path: sum_j p_j s_j = scale q . sum_j p_j k_j rides in the value matmul, and the running
+    # max is subtracted inside the logit matmul (an extra q column against a row of ones in k)
+    linear = softcap is None and (attention_mask is None or attention_mask.dtype == torch.bool)
+    aug = _augmented_values(geo, value, key if linear else None, spans)
     keys_t = key.to(_F32).transpose(-1, -2)  # [b, hkv, d, nk]
+    if linear:
+        keys_t = torch.cat([keys_t, torch.ones(b, hkv, 1, nk, dtype=_F32, device=query.device)], dim=-2)
     blocks = _mask_blocks(visible, chunk_q, chunk_k) if visible is not None else None
     res = _Result.empty(geo, len(spans), vd if value is not None else None)
     work = _Workspace(geo, min(chunk_q, nq) * min(chunk_k, nk))
     for qs in range(0, nq, chunk_q):
         qe = min(nq, qs + chunk_q)
         qg = rearrange(query[:, :, qs:qe].to(_F32) * geo.scale, "b (kv g) q d -> b kv (g q) d", g=geo.g)
-        st = _BlockState.start(geo, qe - qs, aug.shape[-1], vd, top1)
+        if linear:  # last column: minus the running max (0 until a key is seen)
+            qg = torch.cat([qg, torch.zeros(*qg.shape[:-1], 1, dtype=_F32, device=query.device)], dim=-1)
+        st = _BlockState.start(geo, qe - qs, aug.shape[-1], vd, top1, d if linear else 0)
         if visible is None:
             ranges = _key_chunks(_key_ranges(geo, qs, qe, causal, sliding_window), chunk_k)
         else:
@@ -185,10 +192,13 @@ def streaming_attention_stats(
         for ks, ke, mixed in ranges:
             vis, bias = _block_mask(geo, qs, qe, ks, ke, mixed, causal, sliding_window, attention_mask, visible)
             s = _scores(qg, keys_t[:, :, :, ks:ke], geo.g, softcap, bias, work)
-            st.update(s, vis, aug[:, :, ks:ke], geo.k_start + ks, work)
+            if linear:
+                st.update_linear(s, vis, aug[:, :, ks:ke], geo.k_start + ks, qg)
+            else:
+                st.update(s, vis, aug[:, :, ks:ke], geo.k_start + ks, work)
         if s_aux is not None:
             st.add_sink_logit(s_aux.to(_F32).view(1, hkv, geo.g, 1).expand(b, hkv, geo.g, qe - qs))
-        res.put(st, qs, qe, geo)
+        res.put(st, qs, qe, geo, qg)
     return res.stats(geo, _visible_counts(geo, visible, causal, sliding_window), names)
 
 
@@ -204,9 +214,10 @@ def _visible_keys(attention_mask: Optional[Tensor]) -> Optional[Bool[Tensor, "ba
     return attention_mask > torch.finfo(attention_mask.dtype).min / 2
 
 
-def _augmented_values(geo: _Geometry, value: Optional[Tensor], spans: list[list[Optional[tuple[int, int]]]]
-                      ) -> Float[Tensor, "batch kv_head key width"]:
-    """Columns every key carries into the probability-weighted sum: ``[v | 1 | pos | is_sink | spans]``."""
+def _augmented_values(geo: _Geometry, value: Optional[Tensor], key: Optional[Tensor],
+                      spans: list[list[Optional[tuple[int, int]]]]) -> Float[Tensor, "batch kv_head key width"]:
+    """Columns every key carries into the probability-weighted sum: ``[v | k | 1 | pos | is_sink | spans]``
+    (``v`` when the output is wanted, ``k`` on the linear path)."""
     k_pos = torch.arange(geo.k_start, geo.k_start + geo.nk, device=geo.device)
     cols = [torch.ones(geo.nk, device=geo.device, dtype=_F32), k_pos.to(_F32), (k_pos == 0).to(_F32)]
     extra = torch.stack(cols, dim=-1).expand(geo.b, geo.nk, len(cols))
@@ -218,7 +229,8 @@ def _augmented_values(geo: _Geometry, value: Optional[Tensor], spans: list[list[
                     ind[r, :, i] = ((k_pos >= sp[0]) & (k_pos < sp[1])).to(_F32)
         extra = torch.cat([extra, ind], dim=-1)
     extra = extra[:, None].expand(geo.b, geo.hkv, geo.nk, extra.shape[-1])
-    return torch.cat([value.to(_F32), extra], dim=-1) if value is not None else extra.contiguous()
+    parts = [t.to(_F32) for t in (value, key) if t is not None]
+    return torch.cat([*parts, extra], dim=-1) if parts else extra.contiguous()
 
 
 def _key_ranges(geo: _Geometry, qs: int, qe: int, causal: bool, window: Optional[int]) -> list[tuple[int, int, bool]]:
@@ -318,55 +330,91 @@ def _scores(qg: Tensor, keys_t: Tensor, g: int, softcap: Optional[float], bias: 
     return s
 
 
+#: on the linear path a block is exponentiated against the previous running max unless its own
+#: max exceeds that by more than this (exp(64) * n keys stays far inside float32)
+_EXP_HEADROOM = 64.0
+
+
 @dataclass
 class _BlockState:
     """Online-softmax state of one query block, ``[b, hkv, g, cq]`` (float32).
 
-    ``m``: running max logit; ``acc``: sums of ``p = exp(s - m)`` times the augmented value
-    columns (column ``iz`` is ``Z = sum p``); ``ent``: ``sum p (s - m)``; ``best`` / ``best_i``:
-    the top logit and its absolute key position (top1 only).
+    ``m``: running max logit (-inf until a key is visible); ``acc``: sums of ``p = exp(s - m)``
+    times the augmented value columns (column ``iz`` is ``Z = sum p``; on the linear path the
+    ``kd`` columns before it are ``sum p k``); ``ent``: ``sum p (s - m)`` (element-wise path);
+    ``best`` / ``best_i``: the top logit and its absolute key position (top1 only).
     """
 
     m: Tensor
     acc: Tensor
     ent: Tensor
     iz: int
+    kd: int = 0
     best: Optional[Tensor] = None
     best_i: Optional[Tensor] = None
     z_keys: Optional[Tensor] = None  #: Z over the keys alone, once a sink logit is added
+    s_extra: Tensor | float = 0.0  #: linear path: the sink logit's share of sum p s
 
     @classmethod
-    def start(cls, geo: _Geometry, cq: int, width: int, iz: int, top1: bool) -> "_BlockState":
+    def start(cls, geo: _Geometry, cq: int, width: int, vd: int, top1: bool, kd: int) -> "_BlockState":
         shape, dev = (geo.b, geo.hkv, geo.g, cq), geo.device
         return cls(torch.full(shape, -math.inf, dtype=_F32, device=dev),
                    torch.zeros(*shape, width, dtype=_F32, device=dev),
-                   torch.zeros(shape, dtype=_F32, device=dev), iz,
+                   torch.zeros(shape, dtype=_F32, device=dev), vd + kd, kd,
                    torch.full(shape, -math.inf, dtype=_F32, device=dev) if top1 else None,
                    torch.full(shape, -1, dtype=torch.long, device=dev) if top1 else None)
 
+    def _block_max(self, s: Tensor, shift: Tensor | float, k_offset: int) -> Tensor:
+        """Row max of a block of (shifted) logits; tracks the arg-max for top1."""
+        if self.best is None:
+            return s.amax(dim=-1)
+        cmax, carg = s.max(dim=-1)
+        better = cmax + shift > self.best
+        self.best = torch.where(better, cmax + shift, self.best)
+        self.best_i = torch.where(better, carg + k_offset, self.best_i)  # type: ignore[arg-type]
+        return cmax
+
     def update(self, s: Tensor, vis: Optional[Tensor], aug: Tensor, k_offset: int, work: _Workspace) -> None:
-        """Fold one block of logits ``s`` ``[b, hkv, g, cq, ck]`` (consumed) into the state."""
+        """Element-wise path: fold one block of logits ``s`` ``[b, hkv, g, cq, ck]`` (consumed)."""
         if vis is not None:
             s = s.masked_fill_(~vis, -math.inf)
-        if self.best is not None:
-            cmax, carg = s.max(dim=-1)
-            better = cmax > self.best
-            self.best = torch.where(better, cmax, self.best)
-            self.best_i = torch.where(better, carg + k_offset, self.best_i)  # type: ignore[arg-type]
-        else:
-            cmax = s.amax(dim=-1)
-        m_new = torch.maximum(self.m, cmax)
+        m_new = torch.maximum(self.m, self._block_max(s, 0.0, k_offset))
         m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
         self._rescale(m_safe)
         t = s.sub_(m_safe[..., None])
         if vis is not None:
             t = t.clamp_(min=_NEG)  # masked logits: exp gives exactly 0 and p * t stays 0 (not 0 * -inf)
         p = torch.exp(t, out=work.view(work.probs, tuple(t.shape)))
-        g = s.shape[2]
-        pv = torch.matmul(rearrange(p, "b kv g q k -> b kv (g q) k"), aug)
-        self.acc += rearrange(pv, "b kv (g q) w -> b kv g q w", g=g)
+        self._add_values(p, aug)
         self.ent += p.mul_(t).sum(-1)  # sum p (s - m), in place once p has served the values
         self.m = m_new
+
+    def update_linear(self, s: Tensor, vis: Optional[Tensor], aug: Tensor, k_offset: int, qg: Tensor) -> None:
+        """Linear path: ``s`` is the block's logits minus the running max (subtracted inside the
+        matmul through ``qg``'s last column). The block is exponentiated in place against that
+        max and the small value sums are rescaled to the new max afterwards; only a block that
+        first sees a row's keys, or whose max exceeds the old one by ``_EXP_HEADROOM``, is
+        shifted element-wise first (on a GPU always: no host synchronisation)."""
+        if vis is not None:
+            s = s.masked_fill_(~vis, -math.inf)
+        fresh = ~torch.isfinite(self.m)  # no key seen yet: the shift in the matmul was 0
+        shift = torch.where(fresh, torch.zeros_like(self.m), self.m)
+        cmax = self._block_max(s, shift, k_offset)
+        new = torch.where(fresh, cmax, torch.maximum(self.m, shift + cmax))
+        delta = torch.where(torch.isfinite(new), new - shift, torch.zeros_like(new))
+        scale = torch.exp(-delta)[..., None]
+        if s.device.type != "cpu" or bool((fresh & torch.isfinite(cmax)).any() or (cmax > _EXP_HEADROOM).any()):
+            self.acc.mul_(scale)
+            self._add_values(s.sub_(delta[..., None]).exp_(), aug)
+        else:
+            self._add_values(s.exp_(), aug)
+            self.acc.mul_(scale)
+        self.m = new
+        qg[..., -1] = -rearrange(torch.where(torch.isfinite(new), new, torch.zeros_like(new)), "b kv g q -> b kv (g q)")
+
+    def _add_values(self, p: Tensor, aug: Tensor) -> None:
+        pv = torch.matmul(rearrange(p, "b kv g q k -> b kv (g q) k"), aug)
+        self.acc += rearrange(pv, "b kv (g q) w -> b kv g q w", g=p.shape[2])
 
     def _rescale(self, m_safe: Tensor) -> None:
         """Move the sums from the old max ``m`` to ``m_safe`` (a no-op where ``m`` was -inf)."""
@@ -384,7 +432,17 @@ class _BlockState:
         w_aux = torch.exp(aux - m_new)
         self.acc[..., self.iz] += w_aux
         self.ent += w_aux * (aux - m_new)
+        self.s_extra = w_aux * aux
         self.m = m_new
+
+    def entropy(self, z: Tensor, qg: Tensor) -> Tensor:
+        """``log Z + m - E_p[s]`` (linear path, from ``sum p k``) or ``log Z - sum p (s - m) / Z``."""
+        if not self.kd:
+            return torch.log(z) - self.ent / z
+        qd = rearrange(qg[..., :self.kd], "b kv (g q) d -> b kv g q d", g=self.acc.shape[2])
+        sum_ps = (qd * self.acc[..., self.iz - self.kd:self.iz]).sum(-1) + self.s_extra
+        m_fin = torch.where(torch.isfinite(self.m), self.m, torch.zeros_like(self.m))
+        return torch.log(z) + m_fin - sum_ps / z
 
 
 def _visible_counts(geo: _Geometry, visible: Optional[Tensor], causal: bool, window: Optional[int]
@@ -418,7 +476,7 @@ class _Result:
                    torch.full(shape, -1, dtype=torch.long, device=dev),
                    torch.empty(*shape, vd, dtype=_F32, device=dev) if vd is not None else None)
 
-    def put(self, st: _BlockState, qs: int, qe: int, geo: _Geometry) -> None:
+    def put(self, st: _BlockState, qs: int, qe: int, geo: _Geometry, qg: Tensor) -> None:
         """Finish a query block: normalise the sums into statistics (NaN where nothing is visible)."""
         acc, iz = st.acc, st.iz
         z = acc[..., iz]
@@ -430,7 +488,7 @@ class _Result:
         def put(dst: Tensor, val: Tensor) -> None:
             dst[sl] = rearrange(val, "b kv g q -> b (kv g) q")
 
-        put(self.entropy, torch.where(ok, torch.log(zs) - st.ent / zs, nan))
+        put(self.entropy, torch.where(ok, st.entropy(zs, qg), nan))
         q_pos = torch.arange(geo.q_start + qs, geo.q_start + qe, device=geo.device, dtype=_F32)
         key_share = st.z_keys / zs if st.z_keys is not None else 1.0  # < 1 when a sink logit takes mass
         put(self.distance, torch.where(ok, q_pos * key_share - acc[..., iz + 1] / zs, nan))
@@ -440,7 +498,7 @@ class _Result:
         if st.best_i is not None:
             put(self.top1, torch.where(ok, st.best_i, torch.full_like(st.best_i, -1)))
         if self.output is not None:
-            out = (acc[..., :iz] / zs[..., None]).masked_fill(~ok[..., None], 0.0)
+            out = (acc[..., :self.output.shape[-1]] / zs[..., None]).masked_fill(~ok[..., None], 0.0)
             self.output[sl] = rearrange(out, "b kv g q v -> b (kv g) q v")
 
     def stats(self, geo: _Geometry, n_visible: Tensor, names: tuple[str, ...]) -> AttentionStats:
