@@ -167,6 +167,10 @@ def streaming_attention_stats(
     geo = _Geometry(b, h, hkv, nq, nk, d, float(scaling) if scaling is not None else d**-0.5, q_start,
                     q_start + nq - nk, query.device)
     names, spans = _span_rows(key_spans, b)
+    if not top1 and softcap is None and s_aux is None and attention_mask is None and sliding_window is None:
+        fused = _fused_cpu_stats(geo, query, key, value, spans, causal, names)
+        if fused is not None:
+            return fused
     visible = _visible_keys(attention_mask)
     vd = value.shape[-1] if value is not None else 0
     # linear path: sum_j p_j s_j = scale q . sum_j p_j k_j rides in the value matmul, and the running
@@ -203,6 +207,62 @@ def streaming_attention_stats(
 
 
 _F32 = torch.float32
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
+
+def _fused_cpu_stats(geo: _Geometry, query: Tensor, key: Tensor, value: Optional[Tensor],
+                     spans: list[list[Optional[tuple[int, int]]]], causal: bool, names: tuple[str, ...]
+                     ) -> Optional[AttentionStats]:
+    """The same statistics from torch's fused CPU flash-attention kernel, which also returns the
+    log-sum-exp of each row: two passes instead of a streamed one in plain torch ops.
+
+    With ``L = logsumexp_j s_j``: entropy ``= L - scale * q . E[k]``, ``E[k]`` and the position and
+    span columns come out as "values" of one pass (q and k zero-padded to the width of
+    ``[k | pos | spans]``, which leaves every logit unchanged), the output as the values of the
+    other; sink mass is ``exp(s_0 - L)``. Float32 throughout. Only on the CPU, without a mask
+    (causal over a square block, or a single decoding query), soft-capping, sinks, windows or
+    top-1; returns None otherwise (or when this torch lacks the kernel), and the streamed path runs.
+    """
+    if _FLASH_CPU is None or query.device.type != "cpu" or (geo.nq != geo.nk and geo.nq != 1) or \
+            (value is not None and value.shape[-1] != geo.d):
+        return None
+    is_causal = causal and geo.nq > 1
+    g, d = geo.g, geo.d
+    q = query.to(_F32)
+    k = key.to(_F32).repeat_interleave(g, dim=1) if g > 1 else key.to(_F32)
+    k_pos = torch.arange(geo.k_start, geo.k_start + geo.nk, dtype=_F32)
+    cols = [k, k_pos.view(1, 1, -1, 1).expand(geo.b, geo.h, geo.nk, 1)]
+    for rows in spans:
+        ind = torch.zeros(geo.b, 1, geo.nk, 1, dtype=_F32)
+        for r, sp in enumerate(rows):
+            if sp is not None:
+                ind[r, 0, :, 0] = ((k_pos >= sp[0]) & (k_pos < sp[1])).to(_F32)
+        cols.append(ind.expand(geo.b, geo.h, geo.nk, 1))
+    width = -(-(d + 1 + len(spans)) // 8) * 8
+    extra = torch.cat(cols, dim=-1)
+    extra = torch.nn.functional.pad(extra, (0, width - extra.shape[-1]))
+    pad = (0, width - d)
+    try:
+        mean, lse = _FLASH_CPU(torch.nn.functional.pad(q, pad), torch.nn.functional.pad(k, pad), extra, 0.0, is_causal,
+                               scale=geo.scale)
+        out = None
+        if value is not None:
+            v = value.to(_F32).repeat_interleave(g, dim=1) if g > 1 else value.to(_F32)
+            out = _FLASH_CPU(q, k, v, 0.0, is_causal, scale=geo.scale)[0]
+    except RuntimeError:  # a build of torch whose kernel refuses these inputs: stream instead
+        return None
+    entropy = lse - geo.scale * (q * mean[..., :d]).sum(-1)
+    q_pos = torch.arange(geo.q_start, geo.q_start + geo.nq, dtype=_F32)
+    distance = q_pos - mean[..., d]
+    span_mass = mean[..., d + 1:d + 1 + len(spans)].permute(3, 0, 1, 2).contiguous()
+    if geo.k_start <= 0 < geo.k_start + geo.nk:  # key at position 0 is visible to every query here
+        s0 = geo.scale * (q * k[:, :, -geo.k_start, None, :]).sum(-1)
+        sink = torch.exp(s0 - lse)
+    else:
+        sink = torch.zeros_like(lse)
+    n_vis = _visible_counts(geo, None, causal, None)
+    top1 = torch.full(lse.shape, -1, dtype=torch.long)
+    return AttentionStats(entropy, n_vis, distance, sink, span_mass, top1, q_pos.long(), names, out)
 
 
 def _visible_keys(attention_mask: Optional[Tensor]) -> Optional[Bool[Tensor, "batch mh query key"]]:
