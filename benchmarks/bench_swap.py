@@ -6,9 +6,11 @@ times, in fresh processes:
 - ``copy``: ``shutil.copy`` of the host checkpoint's files into a fresh directory, then ``sync``
   (what writing the host's bytes costs on this disk: the floor for any graft);
 - ``swap CLI``: the ``lensft swap --mha long --ffn short`` command line (process start, imports and
-  the sha256 of every source file included), then ``sync``;
+  the sha256 of every source file included, computed cold: an empty digest cache), then ``sync``;
 - ``write_graft`` / ``write_graft no-hash``: :func:`lensft.graft.export.write_graft` in a process
   that has already imported lensft (opening the pair, planning, writing), then ``sync``;
+- ``... (digests known)``: the same with the sources' sha256 already recorded for these file
+  versions (``$LENSFT_CACHE/sha256``), as for every swap after the first from the same checkpoints;
 - ``mergekit`` (with ``--mergekit PYTHON``, the interpreter of a separate venv with mergekit
   installed): the same MHA graft as a linear merge with a ``self_attn`` filter (weights 1/0),
   then ``sync``; its output is compared tensor by tensor with lensft's (sha256 of each tensor's bytes).
@@ -124,9 +126,11 @@ print(json.dumps({"wall": wall, "peak": resource.getrusage(resource.RUSAGE_CHILD
 """
 
 
-def timed_command(cmd: list[str]) -> tuple[float, int]:
-    """Wall time (start to exit, then sync) and peak RSS of a command, in a fresh watcher process."""
-    r = subprocess.run([sys.executable, "-c", _CHILD, *cmd], capture_output=True, text=True)
+def timed_command(cmd: list[str], cache: Path | None = None) -> tuple[float, int]:
+    """Wall time (start to exit, then sync) and peak RSS of a command, in a fresh watcher process;
+    ``cache``: the ``LENSFT_CACHE`` it sees (default: a new empty one)."""
+    env = {**os.environ, "LENSFT_CACHE": str(cache or Path(tempfile.mkdtemp(prefix="lensft-cold-")))}
+    r = subprocess.run([sys.executable, "-c", _CHILD, *cmd], capture_output=True, text=True, env=env)
     if r.returncode:
         raise RuntimeError(f"{cmd[0]} failed: {r.stderr.strip()[-500:]}")
     d = json.loads(r.stdout.strip().splitlines()[-1])
@@ -154,9 +158,10 @@ print(time.perf_counter() - t, hwm)
 """
 
 
-def timed_inprocess(short: Path, long: Path, out: Path, hash_sources: bool) -> tuple[float, int]:
+def timed_inprocess(short: Path, long: Path, out: Path, hash_sources: bool, cache: Path | None = None) -> tuple[float, int]:
+    env = {**os.environ, "LENSFT_CACHE": str(cache or Path(tempfile.mkdtemp(prefix="lensft-cold-")))}
     r = subprocess.run([sys.executable, "-c", _INPROC, str(short), str(long), str(out), "1" if hash_sources else "0"],
-                       capture_output=True, text=True, check=True)
+                       capture_output=True, text=True, check=True, env=env)
     wall, hwm = r.stdout.strip().splitlines()[-1].split()
     return float(wall), int(hwm)
 
@@ -192,26 +197,32 @@ def baseline_rss() -> int:
 # ------------------------------------------------------------------------------------------- main
 def measure(work: Path, short: Path, long: Path, args: argparse.Namespace) -> tuple[dict, dict, dict]:
     exe = str(Path(sys.executable).parent / "lensft")
-    rows: dict[str, list[float]] = {"copy": [], "swap CLI": [], "write_graft": [], "write_graft no-hash": []}
+    rows: dict[str, list[float]] = {}
     rss: dict[str, int] = {}
     notes: dict[str, str] = {}
 
     def record(key: str, wall: float, peak: int) -> None:
         rows.setdefault(key, []).append(wall)
         rss[key] = max(rss.get(key, 0), peak)
-        print(f"  {key:22s} {wall:8.2f} s  peak RSS {peak / 1e6:8.0f} MB", flush=True)
+        print(f"  {key:28s} {wall:8.2f} s  peak RSS {peak / 1e6:8.0f} MB", flush=True)
 
+    warm = work / "digests"  # sha256 of the sources recorded once, as after a first swap
+    swap_cmd = [exe, "swap", "--short", str(short), "--long", str(long), "--mha", "long", "--ffn", "short", "--out"]
+    timed_command(swap_cmd + [str(work / "warmup")], cache=warm)
+    shutil.rmtree(work / "warmup")
     for i in range(args.repeats):
         print(f"repeat {i + 1}/{args.repeats}", flush=True)
         record("copy", *timed_copy(short, work / "copy"))
         shutil.rmtree(work / "copy")
-        record("swap CLI", *timed_command([exe, "swap", "--short", str(short), "--long", str(long), "--mha", "long",
-                                           "--ffn", "short", "--out", str(work / "swap")]))
+        record("swap CLI", *timed_command(swap_cmd + [str(work / "swap")]))
         if i == 0 and args.mergekit:
             lensft_digests = tensor_digests(work / "swap")
         shutil.rmtree(work / "swap")
-        for key, h in (("write_graft", True), ("write_graft no-hash", False)):
-            record(key, *timed_inprocess(short, long, work / "ip", h))
+        record("swap CLI (digests known)", *timed_command(swap_cmd + [str(work / "swap")], cache=warm))
+        shutil.rmtree(work / "swap")
+        for key, h, cache in (("write_graft", True, None), ("write_graft (digests known)", True, warm),
+                              ("write_graft no-hash", False, None)):
+            record(key, *timed_inprocess(short, long, work / "ip", h, cache))
             shutil.rmtree(work / "ip")
         if args.mergekit:
             cfg = work / "mergekit.yml"
@@ -258,12 +269,12 @@ def main() -> None:
         print(f"\n{args.shape}: checkpoint {size / 1e9:.2f} GB ({len(list(short.glob('*.safetensors')))} shards), "
               f"largest tensor {largest / 1e6:.0f} MB; {args.repeats} repeat(s), fresh process each; "
               f"{os.cpu_count()} CPU cores")
-        print(f"{'method':22s} {'best s':>8s} {'median s':>9s} {'÷ copy':>7s} {'peak RSS MB':>12s} "
+        print(f"{'method':28s} {'best s':>8s} {'median s':>9s} {'÷ copy':>7s} {'peak RSS MB':>12s} "
               f"{'(RSS − imports) ÷ largest tensor':>33s}")
         for k, v in rows.items():
             v = sorted(v)
             extra = f"{(rss[k] - base_rss) / largest:33.2f}" if k.startswith(("write_graft", "swap")) else f"{'':33s}"
-            print(f"{k:22s} {v[0]:8.2f} {v[len(v) // 2]:9.2f} {v[0] / copy:7.2f} {rss[k] / 1e6:12.0f} {extra}")
+            print(f"{k:28s} {v[0]:8.2f} {v[len(v) // 2]:9.2f} {v[0] / copy:7.2f} {rss[k] / 1e6:12.0f} {extra}")
         print(f"imports alone (python + torch + lensft CLI): peak RSS {base_rss / 1e6:.0f} MB")
         for k, n in notes.items():
             print(f"{k}: {n}")

@@ -234,3 +234,30 @@ def test_flags_take_no_value(triple_copy, tmp_path, capsys) -> None:
     assert code == 1 and "true" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "g").exists()
     assert re.search(r"error", err)
+
+
+def test_source_digests_are_computed_once_per_file_version(triple_copy, tmp_path, capsys, monkeypatch) -> None:
+    """A second swap from the same files reuses their recorded sha256; a rewritten file is hashed again."""
+    import lensft.checkpoints.writer as writer
+
+    monkeypatch.setenv("LENSFT_CACHE", str(tmp_path / "cache"))
+    hashed: list[str] = []
+    real = writer.sha256_file
+    monkeypatch.setattr(writer, "sha256_file", lambda p, **kw: hashed.append(Path(p).parent.name) or real(p, **kw))
+    t = triple_copy
+
+    def swap(out: str) -> dict:
+        args = ["swap", "--short", str(t["short"]), "--long", str(t["long"]), "--mha", "long", "--ffn", "short",
+                "--out", str(tmp_path / out)]
+        assert _run(args, capsys)[0] == 0
+        return json.loads((tmp_path / out / "lensft_manifest.json").read_text())["source_file_sha256"]
+
+    oracle = {str((t[v] / "model.safetensors").resolve()): hashlib.sha256((t[v] / "model.safetensors").read_bytes()).hexdigest()
+              for v in ("short", "long")}
+    assert swap("g1") == oracle and sorted(hashed) == ["long", "short"]
+    assert swap("g2") == oracle and len(hashed) == 2  # nothing hashed again
+    f = t["long"] / "model.safetensors"
+    f.write_bytes(f.read_bytes())  # same bytes, new version of the file
+    assert swap("g3") == oracle and sorted(hashed) == ["long", "long", "short"]
+    assert _tree_hash(tmp_path / "g1") == _tree_hash(tmp_path / "g2") | {
+        "lensft_manifest.json": _tree_hash(tmp_path / "g1")["lensft_manifest.json"]}

@@ -10,8 +10,9 @@ in the output is known before any data moves. A tensor is then either
 
 - a :class:`ByteRange` of a source safetensors file, copied as bytes (bit-exact): each source
   file is read once, sequentially, on its own thread, and the same read feeds its sha256 when
-  the caller asks for it (``hash_files``) -- no second pass over the sources; without hashing
-  the bytes move with ``copy_file_range`` inside the kernel; or
+  the caller asks for it (``hash_files``) -- no second pass over the sources. A file whose
+  digest is already known for its current version (:func:`lensft.hashing.known_sha256`) is not
+  hashed again; bytes that need no hashing move with ``copy_file_range`` inside the kernel; or
 - produced by the caller (a blend, a tensor from a ``.bin`` file) on the main thread and
   written at its offset.
 
@@ -37,7 +38,7 @@ import torch
 from lensft.atomic import staging_dir, write_json_atomic
 from lensft.checkpoints.reader import TORCH_TO_SAFETENSORS, TensorMeta
 from lensft.errors import GraftError, OutputExists
-from lensft.hashing import sha256_file
+from lensft.hashing import file_version, known_sha256, remember_sha256, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,12 @@ def write_checkpoint(out: str | os.PathLike[str], shards: Sequence[Shard], produ
     try:
         copies, produced = _lay_out(tmp, shards, locate or (lambda n: None), fds)
         counter = _Counter()
-        hashed = {p.resolve() for p in hash_files}
+        for f in {p.resolve() for p in hash_files}:
+            known = known_sha256(f)
+            if known is not None:  # this version of the file was hashed before
+                sums[str(f)] = known
+        hashed = {p.resolve() for p in hash_files if str(p.resolve()) not in sums}
+        versions = {f: file_version(f) for f in hashed}
         files = sorted(hashed | set(copies))
         with ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8))) as pool:
             jobs = [pool.submit(_read_source, f, copies.get(f, []), f in hashed, counter) for f in files]
@@ -155,6 +161,7 @@ def write_checkpoint(out: str | os.PathLike[str], shards: Sequence[Shard], produ
             digest = job.result()
             if digest is not None:
                 sums[str(f)] = digest
+                remember_sha256(f, digest, versions[f])
         _close(fds)
         if len(shards) > 1:
             index = {"metadata": {"total_size": total},
