@@ -183,8 +183,9 @@ def spread_per_prompt(handle: ModelHandle, encoded: list[EncodedPrompt], phase_n
     NaN where a prompt lacks a phase or span).
 
     Prompts run ``batch_size`` at a time, right-padded, longest first (so a batch holds prompts of
-    similar length); padded positions are never attended to and belong to no phase, so every
-    prompt gets the values it gets alone (up to float rounding).
+    similar length); in a causal model a real token never attends to the padding after it, and
+    padded positions belong to no phase, so every prompt gets the values it gets alone (up to
+    float rounding).
     """
     L, H, n_f = handle.n_layers, handle.n_heads, len(STAT_FIELDS)
     per_prompt = torch.full((len(encoded), len(phase_names), L, H, n_f), math.nan, dtype=torch.float64)
@@ -196,8 +197,9 @@ def spread_per_prompt(handle: ModelHandle, encoded: list[EncodedPrompt], phase_n
         col = AttentionCollector.for_handle(handle, phases=[e.phases for e in rows], key_spans=spans,
                                             chunk_q=s.chunk_q, chunk_k=s.chunk_k, output=s.output, top1=False)
         batch = pad_batch([e.ids for e in rows], pad_id(handle), side="right", device=handle.input_device)
-        with collect_attention(handle, col):
-            handle.model(**batch.model_inputs(), use_cache=False)
+        with collect_attention(handle, col):  # right padding in a causal model: real tokens never see the
+            # padding after them, so no padding mask is needed (and the kernel keeps its unmasked fast path)
+            handle.model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False)
         means = col.means()  # [row, phase, layer, head, field]
         for r, (i, e) in enumerate(zip(chunk, rows)):
             for name in e.phases:
