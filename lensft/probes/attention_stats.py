@@ -171,6 +171,18 @@ def streaming_attention_stats(
         fused = _fused_cpu_stats(geo, query, key, value, spans, causal, names)
         if fused is not None:
             return fused
+    return _streamed_stats(geo, query, key, value, attention_mask, causal, sliding_window, softcap, s_aux, spans, names,
+                           top1, chunk_q, chunk_k)
+
+
+def _streamed_stats(geo: _Geometry, query: Tensor, key: Tensor, value: Optional[Tensor], attention_mask: Optional[Tensor],
+                    causal: bool, sliding_window: Optional[int], softcap: Optional[float], s_aux: Optional[Tensor],
+                    spans: list[list[Optional[tuple[int, int]]]], names: tuple[str, ...], top1: bool, chunk_q: int,
+                    chunk_k: int) -> AttentionStats:
+    """The streamed path of :func:`streaming_attention_stats`: query blocks of ``chunk_q``, each
+    folding key blocks of ``chunk_k`` into an online softmax (plain torch, any device)."""
+    b, h, nq, d = query.shape
+    hkv, nk = key.shape[1], key.shape[2]
     visible = _visible_keys(attention_mask)
     vd = value.shape[-1] if value is not None else 0
     # linear path: sum_j p_j s_j = scale q . sum_j p_j k_j rides in the value matmul, and the running
