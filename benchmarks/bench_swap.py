@@ -208,8 +208,9 @@ def measure(work: Path, short: Path, long: Path, args: argparse.Namespace) -> tu
 
     warm = work / "digests"  # sha256 of the sources recorded once, as after a first swap
     swap_cmd = [exe, "swap", "--short", str(short), "--long", str(long), "--mha", "long", "--ffn", "short", "--out"]
-    timed_command(swap_cmd + [str(work / "warmup")], cache=warm)
-    shutil.rmtree(work / "warmup")
+    if args.known_digests:
+        timed_command(swap_cmd + [str(work / "warmup")], cache=warm)
+        shutil.rmtree(work / "warmup")
     for i in range(args.repeats):
         print(f"repeat {i + 1}/{args.repeats}", flush=True)
         record("copy", *timed_copy(short, work / "copy"))
@@ -218,10 +219,12 @@ def measure(work: Path, short: Path, long: Path, args: argparse.Namespace) -> tu
         if i == 0 and args.mergekit:
             lensft_digests = tensor_digests(work / "swap")
         shutil.rmtree(work / "swap")
-        record("swap CLI (digests known)", *timed_command(swap_cmd + [str(work / "swap")], cache=warm))
-        shutil.rmtree(work / "swap")
-        for key, h, cache in (("write_graft", True, None), ("write_graft (digests known)", True, warm),
-                              ("write_graft no-hash", False, None)):
+        runs = [("write_graft", True, None), ("write_graft no-hash", False, None)]
+        if args.known_digests:
+            record("swap CLI (digests known)", *timed_command(swap_cmd + [str(work / "swap")], cache=warm))
+            shutil.rmtree(work / "swap")
+            runs.insert(1, ("write_graft (digests known)", True, warm))
+        for key, h, cache in runs:
             record(key, *timed_inprocess(short, long, work / "ip", h, cache))
             shutil.rmtree(work / "ip")
         if args.mergekit:
@@ -246,6 +249,8 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--mergekit", default=None, help="python of a venv with mergekit installed")
+    ap.add_argument("--no-known-digests", dest="known_digests", action="store_false",
+                    help="skip the rows whose source digests are already recorded")
     ap.add_argument("--keep", action="store_true", help="keep the generated checkpoints")
     ap.add_argument("--build-only", action="store_true", help="build the pair and stop (with --keep)")
     ap.add_argument("--reuse", type=Path, default=None, help="a directory from an earlier --build-only --keep run")
