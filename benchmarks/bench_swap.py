@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -126,10 +127,13 @@ print(json.dumps({"wall": wall, "peak": resource.getrusage(resource.RUSAGE_CHILD
 """
 
 
+_COLD: Optional[str] = None  #: where empty digest caches go (inside the work directory)
+
+
 def timed_command(cmd: list[str], cache: Path | None = None) -> tuple[float, int]:
     """Wall time (start to exit, then sync) and peak RSS of a command, in a fresh watcher process;
     ``cache``: the ``LENSFT_CACHE`` it sees (default: a new empty one)."""
-    env = {**os.environ, "LENSFT_CACHE": str(cache or Path(tempfile.mkdtemp(prefix="lensft-cold-")))}
+    env = {**os.environ, "LENSFT_CACHE": str(cache or Path(tempfile.mkdtemp(prefix="lensft-cold-", dir=_COLD)))}
     r = subprocess.run([sys.executable, "-c", _CHILD, *cmd], capture_output=True, text=True, env=env)
     if r.returncode:
         raise RuntimeError(f"{cmd[0]} failed: {r.stderr.strip()[-500:]}")
@@ -159,7 +163,7 @@ print(time.perf_counter() - t, hwm)
 
 
 def timed_inprocess(short: Path, long: Path, out: Path, hash_sources: bool, cache: Path | None = None) -> tuple[float, int]:
-    env = {**os.environ, "LENSFT_CACHE": str(cache or Path(tempfile.mkdtemp(prefix="lensft-cold-")))}
+    env = {**os.environ, "LENSFT_CACHE": str(cache or Path(tempfile.mkdtemp(prefix="lensft-cold-", dir=_COLD)))}
     r = subprocess.run([sys.executable, "-c", _INPROC, str(short), str(long), str(out), "1" if hash_sources else "0"],
                        capture_output=True, text=True, check=True, env=env)
     wall, hwm = r.stdout.strip().splitlines()[-1].split()
@@ -256,6 +260,8 @@ def main() -> None:
     ap.add_argument("--reuse", type=Path, default=None, help="a directory from an earlier --build-only --keep run")
     args = ap.parse_args()
     work = args.reuse or Path(tempfile.mkdtemp(prefix="lensft-bench-swap-", dir=args.workdir))
+    global _COLD
+    _COLD = str(work)
     try:
         if args.reuse is None:
             t0 = time.perf_counter()
@@ -284,6 +290,8 @@ def main() -> None:
         for k, n in notes.items():
             print(f"{k}: {n}")
     finally:
+        for d in work.glob("lensft-cold-*"):
+            shutil.rmtree(d, ignore_errors=True)
         if not args.keep and not args.build_only:
             shutil.rmtree(work, ignore_errors=True)
 
