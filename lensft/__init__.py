@@ -34,6 +34,7 @@ _API: dict[str, str] = {
     "graft_model": "lensft.graft.build",
     "variant_model": "lensft.graft.build",
     "ModelHandle": "lensft.handle",
+    "LoadOptions": "lensft.devices",
     "load_model": "lensft.handle",
     "get_probe": "lensft.probes.registry",
     "list_probes": "lensft.probes.registry",

@@ -43,3 +43,23 @@ class OutputExists(LensftError):
 
 class PromptSetError(LensftError):
     """A prompt-set or dataset file is missing or malformed."""
+
+
+class InsufficientMemory(LensftError):
+    """A model would not fit in the free memory of its device (raised before loading it).
+
+    ``remedies`` are keys of what to try (``dtype``, ``auto``, ``tokens``); the message renders
+    them with ``phrases`` (library words), and the CLI renders them again as flags.
+    """
+
+    def __init__(self, message: str, *, remedies: tuple[str, ...] = (), phrases: dict[str, str] | None = None) -> None:
+        self.base = message
+        self.remedies = remedies
+        super().__init__(self.render(phrases or {}))
+
+    def render(self, phrases: dict[str, str]) -> str:
+        """The one-line message with each remedy written as ``phrases[key]``."""
+        tries = [phrases.get(r, r) for r in self.remedies]
+        if not tries:
+            return f"{self.base}; free some memory or use a machine with more"
+        return f"{self.base}; try {' or '.join(tries)}"

@@ -1,13 +1,14 @@
 """Model handles: a loaded ``transformers`` model plus what probes need to reach inside it.
 
 A :class:`ModelHandle` is what flows from the loaders/graft engine into the probes. It holds the
-HF model (eval mode, CPU by default), its tokenizer, its family map (for module paths) and its
+HF model (eval mode, on the device and in the dtype of its :class:`~lensft.devices.LoadOptions`), its tokenizer, its family map (for module paths) and its
 provenance (where every tensor came from), and hands out an nnsight wrapper or a
 transformer-lens model on demand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,8 +18,12 @@ from typing import Any, Mapping
 import torch
 import transformers
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lensft.devices import (LoadOptions, MemoryEstimate, Placement, available_memory, check_memory,
+                            estimate_activation_bytes, resolve_dtype, resolve_placement)
+from lensft.devices.memory import weight_bytes
+from lensft.devices.placement import accelerate_map, auto_budgets, auto_device_map
 from lensft.errors import CheckpointError
 from lensft.families import FamilySpec
 from lensft.provenance import Provenance
@@ -44,6 +49,22 @@ class ModelHandle:
     @property
     def label(self) -> str:
         return self.provenance.label
+
+    @property
+    def input_device(self) -> torch.device:
+        """Where input ids go: the device of the input embedding (its execution device when
+        accelerate has offloaded it), i.e. the model's first device."""
+        emb = self.model.get_input_embeddings()
+        hook = getattr(emb, "_hf_hook", None)
+        dev = getattr(hook, "execution_device", None)
+        if dev is not None:
+            return torch.device("cuda", dev) if isinstance(dev, int) else torch.device(dev)
+        return emb.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's floating-point parameters."""
+        return self.model.dtype
 
     @cached_property
     def layers(self) -> nn.ModuleList:
@@ -128,47 +149,98 @@ class ModelHandle:
 
 
 # ----------------------------------------------------------------------------------------
-def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, attn_implementation: str | None = None,
+def load_model(path: str | Path, options: LoadOptions | None = None, *, attn_implementation: str | None = None,
                label: str | None = None) -> ModelHandle:
-    """Load one local checkpoint directory as a :class:`ModelHandle` (never touches the network)."""
+    """Load one local checkpoint directory as a :class:`ModelHandle` (never touches the network).
+
+    Args:
+        path: the checkpoint directory.
+        options: device, dtype (default: the checkpoint's own) and the memory check; see
+            :class:`~lensft.devices.LoadOptions`.
+        attn_implementation: ``sdpa``, ``eager`` or a registered kernel (default: transformers').
+        label: display name (default: the directory name).
+
+    Raises:
+        CheckpointError: the directory is not a loadable checkpoint.
+        DeviceUnavailable: the device asked for is not on this machine.
+        InsufficientMemory: the model would not fit (raised before any tensor is read).
+    """
     from lensft.checkpoints import open_checkpoint
 
+    opts = options or LoadOptions()
     reader = open_checkpoint(path)  # validates structure and finds the family
     p = reader.path
+    placement = resolve_placement(opts)
+    dtype = resolve_dtype(opts, reader.config, (m.dtype for m in reader.tensors.values()))
+    estimate = MemoryEstimate(weight_bytes(((m.shape, m.dtype) for m in reader.tensors.values()), dtype),
+                              estimate_activation_bytes(reader.config, dtype, opts.tokens_per_batch), dtype,
+                              opts.tokens_per_batch)
+    kw: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=dtype, **kw)
+        config = AutoConfig.from_pretrained(p, local_files_only=True)
+        device_map = None
+        if placement.kind == "auto":
+            device_map = plan_auto_map(config, dtype, reader.family, estimate)
+        elif opts.check_memory and not placement.is_meta:
+            check_memory(estimate, placement, what=f"checkpoint {p}")
+        if placement.is_meta:
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kw)
+        else:
+            dm = accelerate_map(device_map) if device_map else (
+                {"": str(placement.device)} if placement.device.type != "cpu" else None)
+            model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=dtype, device_map=dm, **kw)
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
     except OSError as e:
         raise CheckpointError(f"cannot load {p}: {str(e).splitlines()[0]}") from None
     model.eval()
-    prov = Provenance(label=label or p.name, sources={label or p.name: str(p.resolve())})
+    name = label or p.name
+    prov = Provenance(label=name, sources={name: str(p.resolve())}, dtype=_dtype_name(dtype), device=str(placement))
+    log.info("loaded %s: %s on %s", p, dtype, placement)
     return ModelHandle(model, tokenizer, reader.family, prov)
+
+
+def plan_auto_map(config: transformers.PretrainedConfig, dtype: torch.dtype, family: FamilySpec,
+                  estimate: MemoryEstimate) -> dict[str, str]:
+    """The ``auto`` device map of a model: its units over the visible GPUs, then the CPU.
+
+    The first GPU keeps room for the activations of ``estimate``. Raises
+    :class:`~lensft.errors.InsufficientMemory` when the weights fit nowhere.
+    """
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    placement = Placement("auto", torch.device("cuda", 0), tuple(range(torch.cuda.device_count())))
+    budgets = auto_budgets(available_memory(placement), reserve_first_gpu=estimate.activations)
+    device_map = auto_device_map(skeleton, family.modules.layers, budgets)
+    log.info("auto device map: %s", device_map)
+    return device_map
 
 
 def build_model(config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], tokenizer: PreTrainedTokenizerBase,
                 family: FamilySpec, provenance: Provenance, *, attn_implementation: str | None = None,
-                dtype: torch.dtype | None = None) -> ModelHandle:
+                device_map: Mapping[str, str] | None = None) -> ModelHandle:
     """Build a model from a config dict and on-disk-named tensors without touching the disk.
 
-    Parameters share storage with ``tensors`` (``load_state_dict(assign=True)``), so a sweep of
-    grafts that reuse the same source tensors costs no copies. Tied heads are re-tied.
+    Parameters *are* the given tensors (``load_state_dict(assign=True)``), in their dtype and on
+    their device, so a sweep of grafts that reuse the same source tensors costs no copies; the
+    caller casts and places them. Buffers follow the parameters' device. Tied heads are re-tied.
+    With ``device_map`` (``auto``: tensors already on the devices it names) accelerate's hooks
+    move activations between devices and bring CPU-offloaded layers to the first GPU.
 
     Raises:
         CheckpointError: listing missing and unexpected tensors, as safetensors' ``load_model`` does.
     """
-    from transformers import AutoConfig
     from transformers.initialization import no_init_weights
 
     cfg_dict = dict(config)
     model_type = cfg_dict.pop("model_type")
     cfg = AutoConfig.for_model(model_type, **cfg_dict)
-    with no_init_weights():
-        kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        model = AutoModelForCausalLM.from_config(cfg, **kw)
+    first = next(iter(tensors.values()))
+    floats = [t.dtype for t in tensors.values() if t.is_floating_point()]
+    kw: dict[str, Any] = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    with no_init_weights(), (torch.device("meta") if first.device.type == "meta" else contextlib.nullcontext()):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=floats[0] if floats else None, **kw)
     state = {family.runtime_name(k): v for k, v in tensors.items()}
-    if dtype is not None:
-        state = {k: v.to(dtype) for k, v in state.items()}
     result = model.load_state_dict(state, strict=False, assign=True)
     tied = {family.runtime_name(t.name) for t in family.tensors if t.tied_to}
     missing = [k for k in result.missing_keys if k not in tied]
@@ -181,9 +253,29 @@ def build_model(config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], 
         model.tie_weights()
     elif any(k in tied for k in result.missing_keys):
         raise CheckpointError(f"the lm head is missing and the config does not tie embeddings ({model_type})")
-    _check_no_meta(model)
+    dispatched = bool(device_map) and len(set(device_map.values())) > 1  # type: ignore[union-attr]
+    if dispatched:
+        _dispatch(model, device_map)  # type: ignore[arg-type]
+    elif first.device.type not in ("cpu", "meta"):
+        model.to(first.device)  # buffers; parameters are already there and keep their storage
+    if first.device.type != "meta" and not dispatched:  # offloaded layers are meta by design
+        _check_no_meta(model)
     model.eval()
     return ModelHandle(model, tokenizer, family, provenance)
+
+
+def _dispatch(model: nn.Module, device_map: Mapping[str, str]) -> None:
+    from accelerate import dispatch_model
+
+    from lensft.devices.placement import accelerate_map
+
+    gpus = [d for d in device_map.values() if d.startswith("cuda:")]
+    main = torch.device(gpus[0]) if gpus else torch.device("cpu")
+    dispatch_model(model, accelerate_map(device_map), main_device=main)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def _check_no_meta(model: nn.Module) -> None:

@@ -277,3 +277,51 @@ def test_attention_spread_rejects_needle_sets(llama_triple) -> None:
                                                          answer="a", context_tokens=3, depth=0.0)])
     with pytest.raises(LensftError, match="text or task"):
         get_probe("attention_spread").run(h, ps, {})
+
+
+def _mixed_text_set():
+    items = []
+    for i, n in enumerate((3, 11, 6, 1, 9)):
+        text = " ".join(["Alice went to Lyon and then home."] * n)
+        spans = [Span(name="first", start=0, end=12)] + ([Span(name="tail", start=len(text) - 10, end=len(text))] if i % 2 else [])
+        items.append(TextItem(id=f"t{i}", text=text, spans=spans))
+    return make_prompt_set("mixed", "1", "text", items)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3"])
+def test_attention_spread_batched_equals_one_at_a_time(family: str, pico_triples) -> None:
+    """Right-padded batches of prompts of different lengths (and different phases and key spans)
+    give every prompt the values it gets alone."""
+    h = load_model(pico_triples[family][Variant.BASE])
+    probe = get_probe("attention_spread")
+    one = probe.run(h, _mixed_text_set(), {"batch_size": 1, "chunk_q": 8, "chunk_k": 16})
+    for bs in (2, 5):
+        many = probe.run(h, _mixed_text_set(), {"batch_size": bs, "chunk_q": 8, "chunk_k": 16})
+        assert many.coords == one.coords and many.records == one.records
+        for name in ("entropy_per_prompt", "distance_per_prompt", "sink_per_prompt", "span_mass_per_prompt"):
+            a, b = torch.tensor(one.array(name)), torch.tensor(many.array(name))
+            assert torch.equal(torch.isnan(a), torch.isnan(b)), name
+            assert_close(b[~torch.isnan(b)], a[~torch.isnan(a)], atol=1e-5, rtol=1e-5, msg=name)
+    assert torch.isnan(torch.tensor(one.array("span_mass_per_prompt"))[0, :, 1]).all()  # t0 has no tail span
+
+
+@pytest.mark.parametrize("n_query", [1, 40])
+@pytest.mark.parametrize("causal", [True, False])
+def test_fused_cpu_path_matches_the_streamed_path_and_the_reference(n_query: int, causal: bool) -> None:
+    """Without top-1 (what attention_spread asks for) the CPU takes torch's fused flash kernel;
+    it must agree with the streamed path (top-1 on) and the dense float64 reference."""
+    b, h, hkv, nk, d = 2, 6, 2, 40, 8
+    q, k, v = torch.randn(b, h, n_query, d) * 2, torch.randn(b, hkv, nk, d) * 2, torch.randn(b, hkv, nk, d)
+    spans = {"a": [(3, 10), None], "b": (0, 40)}
+    kw = dict(scaling=0.3, causal=causal, key_spans=spans, chunk_q=7, chunk_k=9)
+    fused = streaming_attention_stats(q, k, v, top1=False, **kw)
+    streamed = streaming_attention_stats(q, k, v, top1=True, **kw)
+    for name in ("entropy", "distance", "sink", "n_visible", "span_mass", "output"):
+        assert_close(getattr(fused, name), getattr(streamed, name), **TOL, msg=name)
+    q_start = nk - n_query
+    vis = visibility_mask(n_query, nk, causal=causal)[None, None].expand(b, 1, n_query, nk)
+    ref, out = _reference(q, k, v, vis, 0.3, spans={"b": (0, 40)}, query_start=q_start)
+    assert_close(fused.entropy, ref.entropy, **TOL)
+    assert_close(fused.span_mass[1], ref.span_mass[0], **TOL)
+    assert_close(fused.output, out, **TOL)
+    assert (fused.span_mass[0, 1] == 0).all()  # row 1 has no span "a"

@@ -44,7 +44,12 @@ def test_triple_reference_and_cache(llama_triple) -> None:
     t = load_triple(**{v.value: p for v, p in llama_triple.items()})
     assert t.reference is t["base"]
     a = t.tensors("short")
-    assert t.tensors("short") is a  # loaded once
+    assert all(t.tensors("short")[k] is a[k] for k in a)  # loaded once
+    assert t.tensor("short", "model.norm.weight") is a["model.norm.weight"]
+    half = t.tensor("short", "model.norm.weight", dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and t.tensor("short", "model.norm.weight", dtype=torch.bfloat16) is half
+    meta = t.tensor("long", "model.norm.weight", device="meta")
+    assert meta.is_meta and not t.is_cached("long", "model.norm.weight")
     t2 = load_triple(short=llama_triple["short"], long=llama_triple["long"])
     assert t2.reference is t2["short"]
     with pytest.raises(CheckpointError, match="no base checkpoint was given"):

@@ -120,3 +120,53 @@ def test_patch_command(pico_triples, tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["patch", "--host", short, "--donor", long, "--component", "attn", "--out", str(tmp_path / "x.json")]) == 1
     assert "--component must be one of mha, ffn, both" in capsys.readouterr().err
+
+
+def test_device_dtype_and_batch_size_flags(pico_triples, tmp_path, capsys) -> None:
+    model = str(pico_triples["llama"][Variant.BASE])
+    out = tmp_path / "spread.json"
+    assert main(["probe", "attention_spread", "--model", model, "--out", str(out), "--device", "cpu",
+                 "--dtype", "bfloat16", "--batch-size", "3"]) == 0, capsys.readouterr().err
+    res = load_result(out)
+    assert res.settings["batch_size"] == 3 and res.model.dtype == "bfloat16" and res.model.device == "cpu"
+    assert main(["probe", "ffn_activations", "--model", model, "--out", str(tmp_path / "f.json"),
+                 "--device", "auto"]) == 0
+    assert load_result(tmp_path / "f.json").model.dtype == "float32"  # the checkpoint's own dtype
+    short, long = (str(pico_triples["llama"][v]) for v in (Variant.SHORT, Variant.LONG))
+    assert main(["patch", "--host", short, "--donor", long, "--component", "mha", "--out",
+                 str(tmp_path / "p.json"), "--dtype", "float16", "--batch-size", "2"]) == 0
+    p = load_result(tmp_path / "p.json")
+    assert p.model.dtype == "float16" and p.settings["batch_size"] == 2
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--device", "gpu"], "--device: device must be cpu, cuda, cuda:N, auto or meta"),
+    (["--dtype", "int8"], "int8"),
+    (["--batch-size", "0"], "--batch-size"),
+])
+def test_bad_device_dtype_batch_size(pico_triples, tmp_path, capsys, argv, msg) -> None:
+    model = str(pico_triples["llama"][Variant.BASE])
+    assert main(["probe", "ffn_activations", "--model", model, "--out", str(tmp_path / "o.json"), *argv]) == 1
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal without a GPU")
+def test_cuda_without_a_gpu_is_one_line(pico_triples, tmp_path, capsys) -> None:
+    model = str(pico_triples["llama"][Variant.BASE])
+    assert main(["probe", "ffn_activations", "--model", model, "--out", str(tmp_path / "o.json"), "--device", "cuda"]) == 1
+    err = capsys.readouterr().err
+    assert "no GPU" in err and "device cpu" in err and len(err.strip().splitlines()) == 1
+
+
+def test_not_enough_memory_names_the_flags_to_try(pico_triples, tmp_path, capsys, monkeypatch) -> None:
+    import lensft.devices.memory as memory
+
+    monkeypatch.setattr(memory, "host_available", lambda: 100_000)
+    model = str(pico_triples["llama"][Variant.BASE])
+    assert main(["probe", "attention_spread", "--model", model, "--out", str(tmp_path / "o.json")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "needs about" in err and "0.00 GB free" in err
+    assert "--dtype bfloat16" in err and "--batch-size" in err
+    assert not (tmp_path / "o.json").exists()

@@ -214,3 +214,20 @@ def test_tiny_organism_study(tmp_path_factory: pytest.TempPathFactory) -> None:
     assert labels == {"base", "short", "mix 0.50", "long"}
     assert {u.model.label for u in steps["knowledge"].units} >= {"mix 0.50", "short + long.mha", "long + short.ffn"}
     assert m.source == "organism" and m.organism_dirs
+
+
+def test_study_dtype_and_batch_size_reach_every_unit(llama_triple: dict[Variant, Path], tmp_path: Path) -> None:
+    only = {"ffn_activations", "module_grid"}
+    cfg = _cfg(llama_triple, dtype="bfloat16", batch_size=3,
+               steps={n: StepConfig(max_items=3, enabled=n in only) for n in STEP_NAMES})
+    outcome = run(cfg, tmp_path)
+    assert not outcome.failures
+    from lensft.results import load_result
+
+    for u in outcome.record.units():
+        r = load_result(tmp_path / u.file)
+        assert r.model.dtype == "bfloat16", (u.step, u.model.label)
+        assert r.settings["batch_size"] == 3
+    # a different dtype is a different unit: nothing is taken from the bfloat16 cache
+    again = run(_cfg(llama_triple, dtype="float32", steps=cfg.steps), tmp_path)
+    assert all(u.status == "run" for u in again.record.units())

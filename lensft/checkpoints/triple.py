@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Optional
 
 import torch
 
@@ -17,17 +17,19 @@ from lensft.variants import Variant
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class CheckpointTriple:
     """Lazily opened checkpoints by variant (``base`` may be absent).
 
-    Tensor data is read only on demand; :meth:`tensors` loads (and caches) one checkpoint's
-    state dict for in-memory grafting, so a sweep of grafts reads each source once.
+    Tensor data is read only on demand. :meth:`tensor` reads one tensor, converted to a dtype
+    and placed on a device, and caches it per ``(variant, dtype, device)``, so a sweep of
+    in-memory grafts reads each source tensor once and grafts share the storage of every tensor
+    they take whole; :meth:`tensors` is the whole checkpoint through the same cache.
     """
 
     readers: dict[Variant, CheckpointReader]
-    _loaded: dict[Variant, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False)
+    _loaded: dict[tuple[Variant, Optional[torch.dtype], str], dict[str, torch.Tensor]] = field(
+        default_factory=dict, repr=False)
 
     def __getitem__(self, v: Variant | str) -> CheckpointReader:
         v = Variant(v)
@@ -64,13 +66,41 @@ class CheckpointTriple:
     def metadata(self) -> dict[Variant, Mapping[str, TensorMeta]]:
         return {v: r.tensors for v, r in self.readers.items()}
 
-    def tensors(self, v: Variant | str) -> dict[str, torch.Tensor]:
-        """The full state dict of one checkpoint (loaded once, then cached)."""
+    def tensor(self, v: Variant | str, name: str, *, dtype: Optional[torch.dtype] = None,
+               device: torch.device | str = "cpu") -> torch.Tensor:
+        """One tensor of checkpoint ``v``, float tensors cast to ``dtype`` (None: as stored), on
+        ``device``; read once, then cached. On ``meta`` nothing is read."""
         v = Variant(v)
-        if v not in self._loaded:
+        dev = torch.device(device)
+        cache = self._loaded.setdefault((v, dtype, str(dev)), {})
+        t = cache.get(name)
+        if t is None:
+            t = self._read(v, name, dtype, dev)
+            cache[name] = t
+        return t
+
+    def is_cached(self, v: Variant | str, name: str, *, dtype: Optional[torch.dtype] = None,
+                  device: torch.device | str = "cpu") -> bool:
+        """Whether :meth:`tensor` would return a tensor already in memory."""
+        return name in self._loaded.get((Variant(v), dtype, str(torch.device(device))), {})
+
+    def _read(self, v: Variant, name: str, dtype: Optional[torch.dtype], dev: torch.device) -> torch.Tensor:
+        reader = self[v]
+        if dev.type == "meta":
+            meta = reader.tensors[name]
+            keep = dtype is None or not meta.dtype.is_floating_point
+            return torch.empty(meta.shape, dtype=meta.dtype if keep else dtype, device=dev)
+        t = reader.get(name)
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        return t.to(dev)
+
+    def tensors(self, v: Variant | str) -> dict[str, torch.Tensor]:
+        """The full state dict of one checkpoint, as stored, on the CPU (through the cache)."""
+        v = Variant(v)
+        if any(n not in self._loaded.get((v, None, "cpu"), {}) for n in self[v].tensors):
             log.info("loading %s tensors from %s", v, self[v].path)
-            self._loaded[v] = self[v].state_dict()
-        return self._loaded[v]
+        return {n: self.tensor(v, n) for n in self[v].tensors}
 
     def release(self) -> None:
         """Drop cached state dicts and file handles."""

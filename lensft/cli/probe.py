@@ -17,6 +17,8 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from lensft.cli.options import (BatchSizeOpt, DeviceOpt, DtypeOpt, ForceOpt, flag, load_options,
+                                memory_errors_as_flags)
 from lensft.errors import LensftError, OutputExists
 from lensft.prompts import PromptSet, read_prompt_set
 from lensft.results import ProbeResult, save_result
@@ -68,6 +70,34 @@ def parse_settings(settings_cls: type[BaseModel], pairs: list[str]) -> BaseModel
         raise LensftError(f"--set {loc}: {err['msg']}") from None
 
 
+def with_batch_size(settings: BaseModel, batch_size: Optional[int], probe_name: str) -> BaseModel:
+    """``settings`` with ``--batch-size`` applied (refused for a probe without a batch size)."""
+    if batch_size is None:
+        return settings
+    if "batch_size" not in type(settings).model_fields:
+        raise LensftError(f"probe {probe_name!r} runs one prompt at a time; drop --batch-size")
+    return settings.model_copy(update={"batch_size": batch_size})
+
+
+def tokens_per_batch(ps: PromptSet, settings: BaseModel) -> int:
+    """An upper estimate of the tokens one forward pass holds, for the memory check: the batch
+    size times the longest item (its characters, at most one token each, plus a chat template),
+    capped by the probe's ``max_length``."""
+    longest = max((_chars(it.model_dump()) for it in ps.items), default=0) + 64
+    cap = getattr(settings, "max_length", None)
+    return int(getattr(settings, "batch_size", 1)) * (min(longest, cap) if cap else longest)
+
+
+def _chars(obj: Any) -> int:
+    if isinstance(obj, str):
+        return len(obj)
+    if isinstance(obj, dict):
+        return sum(_chars(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_chars(v) for v in obj)
+    return 0
+
+
 def default_prompt_path(probe: Any) -> Path:
     """The built-in prompt set of a probe (its ``default_prompts`` or its first kind's default)."""
     name = getattr(probe, "default_prompts", None)
@@ -106,12 +136,15 @@ def probe(
     name: Annotated[Optional[str], typer.Argument(help="registered probe name (see --list)")] = None,
     model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint directory (the host of a pair probe)")] = None,
     donor: Annotated[Optional[Path], typer.Option("--donor", help="donor checkpoint of a pair probe (e.g. patching)")] = None,
-    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="prompt-set file [default: built-in set]")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="result JSON path [default: NAME.json]")] = None,
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="prompt-set file (default: the built-in set)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="result JSON path (default: NAME.json)")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="probe setting key=value (repeatable)")] = None,
-    list_: Annotated[bool, typer.Option("--list", help="list the registered probes and exit")] = False,
-    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
+    list_: Annotated[bool, flag("--list", "list the registered probes and exit")] = False,
+    force: ForceOpt = False,
     attn: Annotated[Optional[str], typer.Option("--attn", help="attention implementation (eager, sdpa ...)")] = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
+    batch_size: BatchSizeOpt = None,
 ) -> None:
     from lensft.probes.registry import get_probe
 
@@ -123,8 +156,9 @@ def probe(
     pr = get_probe(name)
     if model is None:
         raise LensftError("--model DIR is required")
-    settings = parse_settings(pr.Settings, list(set_ or []))
-    run_and_save(pr, model, donor, prompts, settings, out if out is not None else Path(f"{name}.json"), force, attn)
+    settings = with_batch_size(parse_settings(pr.Settings, list(set_ or [])), batch_size, name)
+    run_and_save(pr, model, donor, prompts, settings, out if out is not None else Path(f"{name}.json"), force,
+                 device, dtype, attn)
 
 
 def _probe_table() -> Table:
@@ -140,7 +174,8 @@ def _probe_table() -> Table:
 
 
 def run_and_save(pr: Any, model: Path, donor: Optional[Path], prompts: Optional[Path], settings: BaseModel,
-                 out: Path, force: bool, attn: Optional[str] = None) -> ProbeResult:
+                 out: Path, force: bool, device: str = "cpu", dtype: Optional[str] = None,
+                 attn: Optional[str] = None) -> ProbeResult:
     """Load the model(s), run the probe (a pair probe on host ``model`` and ``donor``), save, print."""
     from lensft.handle import load_model
     from lensft.probes.registry import is_pair_probe
@@ -151,8 +186,11 @@ def run_and_save(pr: Any, model: Path, donor: Optional[Path], prompts: Optional[
     if out.exists() and not force:
         raise OutputExists(f"{out} exists; pass --force to replace it or choose another --out")
     ps = load_probe_prompts(pr, prompts)
-    host = load_model(model, attn_implementation=attn)
-    result = pr.run_pair(host, load_model(donor), ps, settings) if pair else pr.run(host, ps, settings)  # type: ignore[arg-type]
+    opts = load_options(device, dtype, tokens_per_batch(ps, settings))
+    with memory_errors_as_flags():  # a donor's check sees the memory the host already holds
+        host = load_model(model, opts, attn_implementation=attn)
+        other = load_model(donor, opts) if pair else None  # type: ignore[arg-type]
+    result = pr.run_pair(host, other, ps, settings) if pair else pr.run(host, ps, settings)
     save_result(result, out)
     console.print(summary_table(result))
     console.print(f"saved {out}")
@@ -173,25 +211,28 @@ def patch(
     host: Annotated[Path, typer.Option("--host", help="checkpoint that is run and patched")],
     donor: Annotated[Path, typer.Option("--donor", help="checkpoint whose block outputs are patched in")],
     component: Annotated[str, typer.Option("--component", help="mha, ffn or both")] = "both",
-    layers: Annotated[Optional[str], typer.Option("--layers", help="layers a:b to patch [default: all]")] = None,
+    layers: Annotated[Optional[str], typer.Option("--layers", help="layers a:b to patch (default: all)")] = None,
     metric: Annotated[str, typer.Option("--metric", help="auto, margin (conflict sets) or answer_logprob (task sets)")] = "auto",
-    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="conflict or task prompt set [default: built-in conflicts]")] = None,
+    prompts: Annotated[Optional[Path], typer.Option("--prompts", help="conflict or task prompt set (default: the built-in conflicts)")] = None,
     out: Annotated[Path, typer.Option("--out", help="result JSON path")] = Path("patching.json"),
-    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
+    force: ForceOpt = False,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="prompts per forward pass")] = 8,
 ) -> None:
     from lensft.graft import LayerRange
     from lensft.probes.registry import get_probe
 
     pr = get_probe("patching")
-    for flag, value, allowed in (("--component", component, ("mha", "ffn", "both")),
+    for name, value, allowed in (("--component", component, ("mha", "ffn", "both")),
                                  ("--metric", metric, ("auto", "margin", "answer_logprob"))):
         if value not in allowed:
-            raise LensftError(f"{flag} must be one of {', '.join(allowed)} (got {value!r})")
-    pairs = [f"component={component}", f"metric={metric}"]
+            raise LensftError(f"{name} must be one of {', '.join(allowed)} (got {value!r})")
+    pairs = [f"component={component}", f"metric={metric}", f"batch_size={batch_size}"]
     if layers:
         rng = LayerRange.parse(layers)
         pairs.append(f"layers={list(range(rng.start, rng.stop))}")
-    run_and_save(pr, host, donor, prompts, parse_settings(pr.Settings, pairs), out, force)
+    run_and_save(pr, host, donor, prompts, parse_settings(pr.Settings, pairs), out, force, device, dtype)
 
 
 def register(app: typer.Typer) -> None:

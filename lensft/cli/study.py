@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lensft.cli.options import BatchSizeOpt, DeviceOpt, DtypeOpt, load_options, memory_errors_as_flags
 from lensft.study.config import PROMPT_ROLES, STEP_NAMES, StudyConfig, StudyConfigError
 
 console = Console(highlight=False)
@@ -43,22 +44,28 @@ def study(
     no_report: Annotated[bool, typer.Option("--no-report", help="do not write the report at the end")] = False,
     no_png: Annotated[bool, typer.Option("--no-png", help="skip PNG export of the figures")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = None,
+    batch_size: BatchSizeOpt = None,
 ) -> None:
     from lensft.report.pipeline import run_study
 
     if seeds is not None and seeds < 1:
         raise StudyConfigError("--seeds must be at least 1")
+    load_options(device, dtype)  # a bad --device / --dtype is one line before any work
     cfg = StudyConfig.merged(config, {
         "organism": organism, "base": _path(base), "short": _path(short), "long": _path(long),
         "mixes": list(mix) if mix else None, "seeds": list(range(seeds)) if seeds else None, "sft_seeds": sft_seeds,
         "prompts": _roles(prompts) if prompts else None, "band": band,
-        "report": False if no_report else None, "png": False if no_png else None})
+        "report": False if no_report else None, "png": False if no_png else None,
+        "device": device if device != "cpu" else None, "dtype": dtype.value if dtype else None, "batch_size": batch_size})
     only = _steps(steps)
     what = (f"organism {cfg.organism} (seeds {cfg.seeds}, {cfg.sft_seeds} SFT seed(s))" if cfg.is_organism
             else f"triple short={cfg.short} long={cfg.long}")
     err_console.print(f"[bold]lensft study[/] {what} -> {out}")
     progress = None if quiet else organism_progress(err_console)
-    outcome = run_study(cfg, out, console=None if quiet else err_console, only=only, organism_progress=progress)
+    with memory_errors_as_flags():
+        outcome = run_study(cfg, out, console=None if quiet else err_console, only=only, organism_progress=progress)
     _print_steps(outcome.record)
     if outcome.report:
         _print_claims(out)

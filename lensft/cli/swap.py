@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lensft.cli.options import BaseOpt, LongOpt, ShortOpt
+from lensft.cli.options import BaseOpt, ForceOpt, LongOpt, ShortOpt, flag
 from lensft.variants import Role, Variant
 
 # Library imports (torch, safetensors) happen inside the commands so `lensft --help` stays instant.
@@ -34,13 +34,13 @@ def swap(
     ffn: Annotated[Variant, typer.Option("--ffn", help="checkpoint that supplies the feed-forward blocks")],
     out: Annotated[Path, typer.Option("--out", help="output directory (must not exist unless --force)")],
     base: BaseOpt = None,
-    host: Annotated[Optional[Variant], typer.Option("--host", help="checkpoint that supplies everything else [default: the --ffn source]")] = None,
+    host: Annotated[Optional[Variant], typer.Option("--host", help="checkpoint that supplies everything else (default: the --ffn source)")] = None,
     layers: Annotated[Optional[str], typer.Option("--layers", help="apply --mha/--ffn only to layers a..b-1, e.g. 8:24")] = None,
     norms: Annotated[str, typer.Option("--norms", help="'host': norms stay with the host; 'module': each block's norms move with it")] = "host",
     alpha: Annotated[float, typer.Option("--alpha", help="interpolate: (1-alpha)*host + alpha*source; 1 takes the source whole")] = 1.0,
     role: Annotated[Optional[list[str]], typer.Option("--role", help="set one role's source explicitly, e.g. --role embed=base (repeatable; roles: mha, ffn, attn_norm, ffn_norm, embed, final_norm, lm_head)")] = None,
-    force: Annotated[bool, typer.Option("--force", help="replace an existing --out")] = False,
-    no_hash: Annotated[bool, typer.Option("--no-hash", help="skip sha256 of the source files in the manifest")] = False,
+    force: ForceOpt = False,
+    no_hash: Annotated[bool, flag("--no-hash", "skip sha256 of the source files in the manifest")] = False,
 ) -> None:
     from lensft.checkpoints.load import load_triple
     from lensft.graft.export import write_graft
@@ -101,7 +101,7 @@ def inspect(
     short: Annotated[Path, typer.Argument(help="short-SFT checkpoint (or BASE SHORT LONG)")],
     long: Annotated[Path, typer.Argument(help="long-SFT checkpoint")],
     third: Annotated[Optional[Path], typer.Argument(help="when three paths are given: BASE SHORT LONG")] = None,
-    no_weights: Annotated[bool, typer.Option("--no-weights", help="skip the per-layer weight-change pass")] = False,
+    no_weights: Annotated[bool, flag("--no-weights", "skip the per-layer weight-change pass")] = False,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the report as JSON")] = None,
 ) -> None:
     """Check that a triple is compatible and show where each SFT moved the weights.

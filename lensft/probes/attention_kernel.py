@@ -31,7 +31,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from lensft.handle import ModelHandle
-from lensft.probes.attention_stats import AttentionStats, phase_masks, streaming_attention_stats
+from lensft.probes.attention_stats import AttentionStats, KeySpan, phase_masks, streaming_attention_stats
 
 log = logging.getLogger(__name__)
 
@@ -50,26 +50,37 @@ class AttentionCollector:
         n_layers, n_heads: model shape.
         layer_of: ``id(attention module) -> layer index`` (from the family map); modules not in
             it fall back to their ``layer_idx`` attribute.
-        phases: ``phase name -> [(start, end), ...]`` absolute query positions.
-        key_spans: ``span name -> (start, end)`` absolute key positions for span masses.
+        phases: ``phase name -> [(start, end), ...]`` absolute query positions, shared by every
+            batch row (sums run over the rows); or a list with one such mapping per batch row
+            (a batch of different prompts), whose sums stay per row.
+        key_spans: ``span name -> (start, end)`` absolute key positions for span masses, or
+            ``span name -> [(start, end) | None per batch row]``.
         chunk_q, chunk_k: streaming block sizes.
         output: ``"streamed"`` (output from the same pass) or ``"sdpa"`` (torch kernel + stats pass).
         keep_per_query: also keep every layer's :class:`AttentionStats` (tests, short inputs).
         top1: find each query's most attended key (:attr:`last_top1`; retrieval scoring).
 
     Set :attr:`query_start` to the absolute position of the first query before each forward
-    (0 for a prefill, the number of cached tokens for a decode step).
+    (0 for a prefill, the number of cached tokens for a decode step). Sums stay on the model's
+    device until :meth:`means` is read.
     """
 
     def __init__(self, n_layers: int, n_heads: int, *, layer_of: Mapping[int, int] | None = None,
-                 phases: Mapping[str, Sequence[tuple[int, int]]] | None = None,
-                 key_spans: Mapping[str, tuple[int, int]] | None = None, chunk_q: int = 256, chunk_k: int = 2048,
+                 phases: Mapping[str, Sequence[tuple[int, int]]] | Sequence[Mapping[str, Sequence[tuple[int, int]]]] | None = None,
+                 key_spans: Mapping[str, KeySpan] | None = None, chunk_q: int = 256, chunk_k: int = 2048,
                  output: Literal["streamed", "sdpa"] = "streamed", keep_per_query: bool = False,
                  top1: bool = True) -> None:
         self.n_layers = n_layers
         self.n_heads = n_heads
         self.layer_of = dict(layer_of or {})
-        self.phases = {k: [tuple(r) for r in v] for k, v in (phases or {}).items()}
+        self.per_row = isinstance(phases, Sequence) and not isinstance(phases, Mapping)
+        rows = list(phases) if self.per_row else [phases or {}]  # type: ignore[list-item,arg-type]
+        names: list[str] = []
+        for r in rows:
+            names += [k for k in r if k not in names]
+        self.phase_names = names
+        self.row_phases = [{k: [tuple(x) for x in r.get(k, [])] for k in names} for r in rows]
+        self.phases = self.row_phases[0] if not self.per_row else {}
         self.key_spans = dict(key_spans or {})
         self.chunk_q = chunk_q
         self.chunk_k = chunk_k
@@ -78,12 +89,14 @@ class AttentionCollector:
         self.top1 = top1
         self.query_start = 0
         self.fields = STAT_FIELDS + tuple(f"mass_{s}" for s in self.key_spans)
-        #: sums over queries: [phase, layer, head, field] (float64) and query counts [phase, layer, head]
-        self.sums = torch.zeros(len(self.phases), n_layers, n_heads, len(self.fields), dtype=torch.float64)
-        self.counts = torch.zeros(len(self.phases), n_layers, n_heads, dtype=torch.float64)
+        lead = (len(rows),) if self.per_row else ()
+        #: sums over queries: [row,] phase, layer, head, field (float64) and query counts [row,] phase, layer, head
+        self.sums = torch.zeros(*lead, len(names), n_layers, n_heads, len(self.fields), dtype=torch.float64)
+        self.counts = torch.zeros(*lead, len(names), n_layers, n_heads, dtype=torch.float64)
         #: top-1 absolute key position of the last query of the latest forward, [layer, batch, head]
         self.last_top1: dict[int, Int[Tensor, "batch head"]] = {}
         self.per_query: dict[int, list[AttentionStats]] = {}
+        self._placed = False
 
     @classmethod
     def for_handle(cls, handle: ModelHandle, **kw: Any) -> "AttentionCollector":
@@ -100,24 +113,35 @@ class AttentionCollector:
         return int(idx)
 
     def add(self, layer: int, stats: AttentionStats) -> None:
-        """Fold one layer's per-query statistics into the per-phase sums."""
+        """Fold one layer's per-query statistics into the per-phase sums (on the stats' device)."""
         if self.keep_per_query:
             self.per_query.setdefault(layer, []).append(stats)
-        self.last_top1[layer] = stats.top1[:, :, -1].cpu()
-        if not self.phases:
+        if self.top1:
+            self.last_top1[layer] = stats.top1[:, :, -1].cpu()
+        if not self.phase_names:
             return
+        if not self._placed:  # sums live on the device of the first layer (the model's first device)
+            self.sums, self.counts = self.sums.to(stats.entropy.device), self.counts.to(stats.entropy.device)
+            self._placed = True
         cols = [stats.entropy, stats.normalised_entropy(), stats.distance, stats.sink, *stats.span_mass]
-        f = torch.stack(cols, dim=-1).to(torch.float64).cpu()  # [b, h, q, field]
-        valid = torch.isfinite(stats.entropy).cpu()  # [b, h, q]
+        f = torch.stack(cols, dim=-1).to(torch.float64)  # [b, h, q, field]
+        valid = torch.isfinite(stats.entropy)  # [b, h, q]
         f = torch.where(valid[..., None], f, torch.zeros_like(f))
-        pm = phase_masks(self.phases, stats.query_positions.cpu()).to(torch.float64)  # [phase, q]
-        self.sums[:, layer] += torch.einsum("pq,bhqf->phf", pm, f)
-        self.counts[:, layer] += torch.einsum("pq,bhq->ph", pm, valid.to(torch.float64))
+        masks = [phase_masks(r, stats.query_positions) for r in self.row_phases]
+        pm = torch.stack(masks).to(torch.float64)  # [rows, phase, q]
+        dev = self.sums.device  # a layer on another GPU (device auto) sends its small sums over
+        if self.per_row:
+            self.sums[:, :, layer] += torch.einsum("bpq,bhqf->bphf", pm, f).to(dev)
+            self.counts[:, :, layer] += torch.einsum("bpq,bhq->bph", pm, valid.to(torch.float64)).to(dev)
+        else:
+            self.sums[:, layer] += torch.einsum("pq,bhqf->phf", pm[0], f).to(dev)
+            self.counts[:, layer] += torch.einsum("pq,bhq->ph", pm[0], valid.to(torch.float64)).to(dev)
 
-    def means(self) -> Float[Tensor, "phase layer head field"]:
-        """Mean of each statistic over the queries of each phase (NaN where a phase is empty)."""
+    def means(self) -> Float[Tensor, "*row phase layer head field"]:
+        """Mean of each statistic over the queries of each phase (NaN where a phase is empty),
+        on the CPU; with per-row phases the leading axis is the batch row."""
         c = self.counts[..., None]
-        return torch.where(c > 0, self.sums / c.clamp(min=1), torch.full_like(self.sums, math.nan))
+        return torch.where(c > 0, self.sums / c.clamp(min=1), torch.full_like(self.sums, math.nan)).cpu()
 
 
 def lensft_attention_forward(

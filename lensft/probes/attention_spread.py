@@ -39,13 +39,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Optional
 
 import torch
+from jaxtyping import Float
 from pydantic import BaseModel, Field
+from torch import Tensor
 
 from lensft.errors import LensftError
 from lensft.handle import ModelHandle
 from lensft.probes.attention_kernel import STAT_FIELDS, AttentionCollector, collect_attention
 from lensft.probes.registry import register_probe
-from lensft.probes.scoring import continuation_text, encode_continuation, encode_prompt, prompt_text
+from lensft.probes.scoring import (batched, continuation_text, encode_continuation, encode_prompt, pad_batch, pad_id,
+                                   prompt_text)
 from lensft.prompts import PromptSet
 from lensft.prompts.schema import TaskItem, TextItem
 from lensft.results import ProbeResult, PromptSetRef
@@ -64,6 +67,7 @@ class AttentionSpreadSettings(BaseModel):
     output: Literal["streamed", "sdpa"] = Field("streamed", description="attention output from the streamed pass or torch sdpa")
     phase_queries: Literal["generating", "at_tokens"] = Field(
         "generating", description="task items: a phase's queries are the positions that generate its tokens, or its tokens")
+    batch_size: int = Field(4, ge=1, description="prompts per forward pass (right-padded; results equal batch size 1)")
 
 
 @dataclass
@@ -149,7 +153,7 @@ def encode_for_spread(handle: ModelHandle, prompts: PromptSet, *, chat: bool, ma
 
 def attention_spread(handle: ModelHandle, prompts: PromptSet, settings: AttentionSpreadSettings | None = None,
                      *, probe_name: str = "attention_spread") -> ProbeResult:
-    """Run the probe (see the module docstring); one forward pass per prompt, batch 1."""
+    """Run the probe (see the module docstring); ``batch_size`` prompts per forward pass."""
     s = settings or AttentionSpreadSettings()
     if prompts.kind not in AttentionSpreadProbe.kinds:
         raise LensftError(f"attention_spread takes text or task prompt sets, not {prompts.kind!r}")
@@ -161,34 +165,18 @@ def attention_spread(handle: ModelHandle, prompts: PromptSet, settings: Attentio
     for e in encoded:
         phase_names += [p for p in e.phases if p not in phase_names]
         span_names += [k for k in e.key_spans if k not in span_names]
-    L, H = handle.n_layers, handle.n_heads
-    n_f = len(STAT_FIELDS)
-    per_prompt = torch.full((len(encoded), len(phase_names), L, H, n_f), math.nan, dtype=torch.float64)
-    span_pp = torch.full((len(encoded), len(phase_names), len(span_names), L, H), math.nan, dtype=torch.float64)
-    records: list[dict[str, Any]] = []
-    device = next(handle.model.parameters()).device
-    for i, e in enumerate(encoded):
-        col = AttentionCollector.for_handle(handle, phases=e.phases, key_spans=e.key_spans, chunk_q=s.chunk_q,
-                                            chunk_k=s.chunk_k, output=s.output, top1=False)
-        ids = torch.tensor([e.ids], device=device)
-        with torch.no_grad(), collect_attention(handle, col):
-            handle.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
-        means = col.means()  # [phase_e, layer, head, field]
-        for pi, name in enumerate(e.phases):
-            gi = phase_names.index(name)
-            per_prompt[i, gi] = means[pi, :, :, :n_f]
-            for si, sname in enumerate(e.key_spans):
-                span_pp[i, gi, span_names.index(sname)] = means[pi, :, :, n_f + si]
-        records.append({
-            "id": e.id, "n_tokens": len(e.ids), "truncated": e.truncated,
-            "phase_tokens": {k: sum(b - a for a, b in v) for k, v in e.phases.items()},
-            "key_spans": {k: list(v) for k, v in e.key_spans.items()},
-        })
+    per_prompt, span_pp = spread_per_prompt(handle, encoded, phase_names, span_names, s)
+    records = [{
+        "id": e.id, "n_tokens": len(e.ids), "truncated": e.truncated,
+        "phase_tokens": {k: sum(b - a for a, b in v) for k, v in e.phases.items()},
+        "key_spans": {k: list(v) for k, v in e.key_spans.items()},
+    } for e in encoded]
     result = ProbeResult(
         probe=probe_name, model=handle.provenance,
         prompt_set=PromptSetRef(name=prompts.name, version=prompts.version, n_items=len(prompts)),
         settings={**s.model_dump(), "chat": chat}, records=records,
     )
+    L, H = handle.n_layers, handle.n_heads
     result.coords.update({"phase": phase_names, "layer": list(range(L)), "head": list(range(H)),
                           "prompt": [e.id for e in encoded], "key_span": span_names})
     for fi, name in enumerate(STAT_FIELDS):
@@ -203,6 +191,41 @@ def attention_spread(handle: ModelHandle, prompts: PromptSet, settings: Attentio
         result.summary[f"headline_entropy_{name}"] = result.summary[f"mean_{head}_{name}"]
     result.summary["n_prompts"] = float(len(encoded))
     return result
+
+
+@torch.no_grad()
+def spread_per_prompt(handle: ModelHandle, encoded: list[EncodedPrompt], phase_names: list[str],
+                      span_names: list[str], s: AttentionSpreadSettings
+                      ) -> tuple[Float[Tensor, "prompt phase layer head field"], Float[Tensor, "prompt phase span layer head"]]:
+    """Per-prompt phase means of the statistics (``STAT_FIELDS``) and of the span masses (float64,
+    NaN where a prompt lacks a phase or span).
+
+    Prompts run ``batch_size`` at a time, right-padded, longest first (so a batch holds prompts of
+    similar length); in a causal model a real token never attends to the padding after it, and
+    padded positions belong to no phase, so every prompt gets the values it gets alone (up to
+    float rounding).
+    """
+    L, H, n_f = handle.n_layers, handle.n_heads, len(STAT_FIELDS)
+    per_prompt = torch.full((len(encoded), len(phase_names), L, H, n_f), math.nan, dtype=torch.float64)
+    span_pp = torch.full((len(encoded), len(phase_names), len(span_names), L, H), math.nan, dtype=torch.float64)
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].ids))
+    for chunk in batched(order, s.batch_size):
+        rows = [encoded[i] for i in chunk]
+        spans = {n: [e.key_spans.get(n) for e in rows] for n in span_names if any(n in e.key_spans for e in rows)}
+        col = AttentionCollector.for_handle(handle, phases=[e.phases for e in rows], key_spans=spans,
+                                            chunk_q=s.chunk_q, chunk_k=s.chunk_k, output=s.output, top1=False)
+        batch = pad_batch([e.ids for e in rows], pad_id(handle), side="right", device=handle.input_device)
+        with collect_attention(handle, col):  # right padding in a causal model: real tokens never see the
+            # padding after them, so no padding mask is needed (and the kernel keeps its unmasked fast path)
+            handle.model(input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False)
+        means = col.means()  # [row, phase, layer, head, field]
+        for r, (i, e) in enumerate(zip(chunk, rows)):
+            for name in e.phases:
+                pi, gi = col.phase_names.index(name), phase_names.index(name)
+                per_prompt[i, gi] = means[r, pi, :, :, :n_f]
+                for sname in e.key_spans:
+                    span_pp[i, gi, span_names.index(sname)] = means[r, pi, :, :, n_f + list(spans).index(sname)]
+    return per_prompt, span_pp
 
 
 def _nanmean(x: torch.Tensor, dim: int) -> torch.Tensor:

@@ -133,7 +133,8 @@ def pad_batch(seqs: Sequence[Sequence[int]], pad: int, *, side: str = "right",
 
 
 def model_device(handle: ModelHandle) -> torch.device:
-    return next(handle.model.parameters()).device
+    """Where inputs go: the model's first device (:attr:`ModelHandle.input_device`)."""
+    return handle.input_device
 
 
 # ---------------------------------------------------------------------------------------- math

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -87,6 +87,10 @@ class StudyConfig(BaseModel):
     band: int = Field(1, ge=1, description="layers per band in the per-layer swap sweep")
     steps: dict[str, StepConfig] = Field(default_factory=_default_steps)
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    device: str = Field("cpu", description="where models run: cpu, cuda, cuda:N or auto (GPUs, then CPU)")
+    dtype: Optional[Literal["float32", "bfloat16", "float16"]] = Field(
+        None, description="weights dtype; None keeps each checkpoint's own")
+    batch_size: Optional[int] = Field(None, ge=1, description="prompts per forward pass for every probe that batches")
     report: bool = Field(True, description="write the report at the end")
     png: bool = Field(True, description="export PNGs where kaleido + chromium are available")
 
@@ -132,6 +136,7 @@ class StudyConfig(BaseModel):
 
     def step(self, name: str) -> StepConfig:
         return self.steps.get(name, StepConfig())
+
 
     # --- YAML and option merging -------------------------------------------------------------
     def to_yaml(self) -> str:

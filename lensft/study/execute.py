@@ -85,12 +85,13 @@ class ModelCache:
     def _build(self, model: ModelRef) -> ModelHandle:
         from lensft.graft import graft_model, variant_model
 
+        opts = self.src.load
         if model.is_mix:
-            h = load_model(self.src.mixes[float(model.long_fraction)], label=model.label)  # type: ignore[arg-type]
+            h = load_model(self.src.mixes[float(model.long_fraction)], opts, label=model.label)  # type: ignore[arg-type]
         elif model.kind == "graft":
-            h = graft_model(self.src.triple, model.graft)  # type: ignore[arg-type]
+            h = graft_model(self.src.triple, model.graft, opts)  # type: ignore[arg-type]
         else:
-            h = variant_model(self.src.triple, model.variant)  # type: ignore[arg-type]
+            h = variant_model(self.src.triple, model.variant, opts)  # type: ignore[arg-type]
         h.provenance.label = model.label
         return h
 

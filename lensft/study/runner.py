@@ -88,7 +88,23 @@ def plan_steps(cfg: StudyConfig, src: ReplicateSource, only: Optional[set[str]] 
             plans.append(StepPlan(name, name, skipped=[f"{name}: disabled in the study config"]))
             continue
         plans.append(_check_plan(PLANNERS[name](src.available(), dict(sc.settings), sc.max_items, cfg), src))
+    for p in plans:  # the study-wide batch size, where a probe takes one
+        p.units = [_with_batch_size(u, cfg) for u in p.units]
     return plans
+
+
+def _with_batch_size(u: UnitPlan, cfg: StudyConfig) -> UnitPlan:
+    from dataclasses import replace
+
+    from lensft.probes.registry import get_probe
+
+    if cfg.batch_size is None:
+        return u
+    try:
+        fields = set(get_probe(u.probe).Settings.model_fields)
+    except LensftError:
+        return u
+    return replace(u, settings={**({"batch_size": cfg.batch_size} if "batch_size" in fields else {}), **u.settings})
 
 
 def prepare(u: UnitPlan, src: ReplicateSource) -> tuple[str, PromptSet]:
@@ -101,7 +117,7 @@ def prepare(u: UnitPlan, src: ReplicateSource) -> tuple[str, PromptSet]:
     key = sha256_json({
         "schema": RESULT_SCHEMA_VERSION, "probe": u.probe, "settings": settings.model_dump(mode="json"),
         "models": [m.key for m in models], "checkpoints": [[fingerprint(p) for p in src.paths_of(m)] for m in models],
-        "prompts": content_hash(ps),
+        "prompts": content_hash(ps), "load": src.load.model_dump(mode="json", exclude={"tokens_per_batch", "check_memory"}),
     })
     return key[:24], ps
 

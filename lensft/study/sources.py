@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 from lensft.checkpoints.load import load_triple
 from lensft.checkpoints.triple import CheckpointTriple
+from lensft.devices import LoadOptions
 from lensft.errors import LensftError
 from lensft.hashing import sha256_file
 from lensft.prompts import PromptSet, combine, read_prompt_set
@@ -40,12 +41,13 @@ class SourcePaths:
     long: str
     base: Optional[str] = None
     mixes: tuple[tuple[float, str], ...] = ()
+    load: LoadOptions = LoadOptions()
 
 
 def source_from_paths(paths: SourcePaths) -> ReplicateSource:
     """Open a replicate from its paths (no prompt sets: a task carries its own)."""
     triple = load_triple(base=paths.base, short=paths.short, long=paths.long, check=False)
-    return ReplicateSource(paths.replicate, triple, {f: Path(p) for f, p in paths.mixes})
+    return ReplicateSource(paths.replicate, triple, {f: Path(p) for f, p in paths.mixes}, load=paths.load)
 
 
 @dataclass
@@ -59,12 +61,13 @@ class ReplicateSource:
     is_organism: bool = False
     organism_dir: Optional[Path] = None
     training: list[ArmTraining] = field(default_factory=list)
+    load: LoadOptions = field(default_factory=LoadOptions)
 
     def paths(self) -> SourcePaths:
         t = self.triple
         base = str(t[Variant.BASE].path.resolve()) if Variant.BASE in t.variants else None
         return SourcePaths(self.replicate, str(t[Variant.SHORT].path.resolve()), str(t[Variant.LONG].path.resolve()), base,
-                           tuple((f, str(p.resolve())) for f, p in sorted(self.mixes.items())))
+                           tuple((f, str(p.resolve())) for f, p in sorted(self.mixes.items())), self.load)
 
     def available(self) -> Available:
         return Available(self.replicate, frozenset(self.triple.variants), tuple(sorted(self.mixes)),
@@ -105,9 +108,14 @@ def _user_prompts(cfg: StudyConfig, role: str) -> Optional[PromptSet]:
 
 def resolve_sources(cfg: StudyConfig, progress: Optional[Callable[..., None]] = None) -> list[ReplicateSource]:
     """The study's replicates: one per (world seed, SFT seed) of the organism, or the user triple."""
+    load = LoadOptions.parse(device=cfg.device, dtype=cfg.dtype)
     if cfg.is_organism:
-        return [src for s in cfg.seeds for src in _organism_sources(cfg, s, progress)]
-    return [_triple_source(cfg)]
+        sources = [src for s in cfg.seeds for src in _organism_sources(cfg, s, progress)]
+    else:
+        sources = [_triple_source(cfg)]
+    for src in sources:
+        src.load = load
+    return sources
 
 
 def _organism_prompts(cfg: StudyConfig, prompt_files: dict[str, Path]) -> dict[str, PromptSet]:
