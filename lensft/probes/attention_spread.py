@@ -40,6 +40,7 @@ from lensft.probes.attention_kernel import STAT_FIELDS, AttentionCollector, coll
 from lensft.probes.registry import register_probe
 from lensft.probes.scoring import continuation_text, encode_continuation, encode_prompt, prompt_text
 from lensft.prompts import PromptSet
+from lensft.prompts.spans import char_span_to_tokens
 from lensft.prompts.schema import TaskItem, TextItem
 from lensft.results import ProbeResult, PromptSetRef
 
@@ -78,11 +79,6 @@ def _ranges(flags: list[bool]) -> list[tuple[int, int]]:
             out.append((start, i))
             start = None
     return out
-
-
-def char_span_to_tokens(offsets: list[tuple[int, int]], start: int, end: int) -> list[bool]:
-    """Which tokens overlap the character span ``[start, end)`` (special tokens never do)."""
-    return [e > b and b < end and e > start for b, e in offsets]
 
 
 def encode_for_spread(handle: ModelHandle, prompts: PromptSet, *, chat: bool, max_length: int) -> list[EncodedPrompt]:

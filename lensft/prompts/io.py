@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 from pydantic import ValidationError
 
+from lensft.atomic import write_text_atomic
 from lensft.errors import PromptSetError
 from lensft.prompts.schema import ITEM_TYPES, PromptItem, PromptSet, PromptSetHeader
 
@@ -38,16 +38,9 @@ def read_prompt_set(path: str | os.PathLike[str]) -> PromptSet:
 
 
 def write_prompt_set(prompt_set: PromptSet, path: str | os.PathLike[str]) -> Path:
-    """Write a prompt set atomically (temp file + rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(prompt_set.header.model_dump_json() + "\n")
-        for item in prompt_set.items:
-            f.write(item.model_dump_json() + "\n")
-    os.replace(tmp, p)
-    return p
+    """Write a prompt set atomically (:func:`lensft.atomic.write_text_atomic`)."""
+    lines = [prompt_set.header.model_dump_json()] + [item.model_dump_json() for item in prompt_set.items]
+    return write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def make_prompt_set(name: str, version: str, kind: str, items: Iterable[PromptItem], **header: object) -> PromptSet:
