@@ -11,7 +11,7 @@ from rich.console import Console
 
 from lensft.errors import LensftError, OutputExists
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 DTYPES = ("float32", "bfloat16", "float16")
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from lensft.errors import LensftError, OutputExists
 from lensft.prompts.needles import MIN_LENGTH
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 NEEDLES_HELP = """Write a needle-in-a-haystack prompt set (Wu et al. 2024 format) for the retrieval_heads probe.
 
