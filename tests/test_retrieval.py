@@ -182,3 +182,14 @@ def test_retrieval_refuses_needles_longer_than_a_learned_position_table(pico_tri
     ps = make_prompt_set("n", "1", "needle", [_item(0, "12 13 14", 0.5, reps=20)])
     with pytest.raises(LensftError, match="positions"):
         get_probe("retrieval_heads").run(h, ps, {})
+
+
+def test_decoding_stops_where_a_learned_position_table_ends(pico_triples) -> None:
+    """A GPT-2 needle whose prompt leaves fewer than needle + 32 positions decodes up to position 512."""
+    h = load_model(pico_triples["gpt2"][Variant.BASE])
+    it = _item(0, "12 13 14", 0.5, reps=10)
+    while len(needle_token_span(h, it, chat=True)[0]) < 512 - 20:
+        it = it.model_copy(update={"prompt": it.prompt + " fox"})
+    ps = make_prompt_set("n", "1", "needle", [it])
+    rec = get_probe("retrieval_heads").run(h, ps, {"stop_at_eos": False, "stop_at_newline": False}).records[0]
+    assert rec["max_steps"] == 512 - rec["prompt_tokens"] < 32 and rec["n_steps"] == rec["max_steps"]

@@ -10,8 +10,9 @@ builds Wu-style sets):
    ``[needle_start, needle_end)`` with the tokenizer's offsets mapping.
 2. All prompt tokens but the last are prefilled (KV cache, plain sdpa); then the model decodes
    greedily, feeding the last prompt token first, for at most ``len(needle tokens) +
-   extra_steps`` steps (32 extra by default), stopping after an end-of-sequence / end-of-turn
-   token or a newline that follows generated text.
+   extra_steps`` steps (32 extra by default; fewer where a learned position table ends),
+   stopping after an end-of-sequence / end-of-turn token or a newline that follows generated
+   text.
 3. At each decode step, for each layer and head, the top-1 attended key of the step's single
    query is taken from the streamed ``lensft_stats`` kernel (no attention matrix). It is a
    *hit* when it lies in the needle span and the prompt token there equals the token generated
@@ -31,7 +32,7 @@ offsets; Wu et al. accumulate head scores across runs of their script, lensft pe
 Arrays: ``score`` ``[layer, head]`` (mean over copied items; NaN when none), ``score_per_item``
 ``[item, layer, head]`` (every item, copied or not; ``hits = score x needle_tokens``). Records
 (one per item, for bootstrapping over items): ``id``, ``copied``, ``recall``, ``generated``,
-``n_steps``, ``needle_tokens`` ``[start, end)``, ``prompt_tokens``, ``context_tokens``,
+``n_steps``, ``max_steps``, ``needle_tokens`` ``[start, end)``, ``prompt_tokens``, ``context_tokens``,
 ``depth``, ``hits``. Summary: ``n_items``, ``n_copied``, ``needle_copy_accuracy``
 (``n_copied / n_items``), ``mean_recall``, ``mean_score`` (over all heads), ``max_score``,
 ``n_retrieval_heads``, ``mean_retrieval_head_score``. A study should not judge retrieval with
@@ -160,15 +161,17 @@ def score_item(handle: ModelHandle, it: NeedleItem, s: RetrievalSettings, *,
     n_needle = len(encode_continuation(handle, continuation_text(text, it.answer, chat=chat)))
     steps = n_needle + s.extra_steps
     limit = handle.max_positions
-    if limit is not None and len(ids) + steps > limit:
-        raise LensftError(f"needle item {it.id!r} needs {len(ids) + steps} positions (prompt and decoding) but "
-                          f"{handle.label} has {limit}; use shorter needle prompts or fewer extra steps for this model")
+    if limit is not None and len(ids) + n_needle > limit:
+        raise LensftError(f"needle item {it.id!r} needs {len(ids) + n_needle} positions (prompt and needle) but "
+                          f"{handle.label} has {limit}; use shorter needle prompts for this model")
+    if limit is not None:
+        steps = min(steps, limit - len(ids))  # a learned position table caps the decoding
     dec = decode_needle(handle, ids, (ns, ne), steps, s)
     gen_text = handle.tokenizer.decode(dec.generated, skip_special_tokens=True).strip()
     recall = rouge1_recall(it.answer, gen_text)
     record = {
         "id": it.id, "copied": recall > s.copy_recall, "recall": recall, "generated": gen_text,
-        "n_steps": len(dec.generated), "needle_tokens": [ns, ne], "prompt_tokens": len(ids),
+        "n_steps": len(dec.generated), "max_steps": steps, "needle_tokens": [ns, ne], "prompt_tokens": len(ids),
         "context_tokens": it.context_tokens, "depth": it.depth, "hits": int(dec.hits.sum()),
     }
     return dec.hits / (ne - ns), record
