@@ -120,6 +120,8 @@ def retrieval_heatmaps(d: StudyData) -> str:
     lo, sh = d.array("retrieval", "long", f), d.array("retrieval", "short", f)
     if lo is None or sh is None:
         return "Retrieval scores were not measured."
+    if not (np.isfinite(lo).any() and np.isfinite(sh).any()):  # an arm copied no needle: no scores (Wu et al.)
+        return "Retrieval scores were not measured: an arm copied no needle, and head scores count copied needles only."
     thr = next((float(u.result.settings.get("threshold", 0.1)) for u in d.step("retrieval")), 0.1)
     diff = lo - sh
     i, j = np.unravel_index(np.nanargmax(np.abs(diff)), diff.shape)
@@ -135,8 +137,9 @@ def retrieval_heatmaps(d: StudyData) -> str:
 
 def retrieval_mixes(d: StudyData) -> str:
     heads, found = retrieval_heads(d)
-    if not heads:
-        return "Retrieval scores were not measured."
+    if not heads or any(not np.isfinite(m).any() for l in d.arm_labels("retrieval")
+                        if (m := d.array("retrieval", l, lambda r: select(r, "score"))) is not None):
+        return "Retrieval scores were not measured (an arm copied no needle)."
     what = "heads above the threshold" if found else "no head passes the threshold; the 8 top-scoring heads are shown"
     labels = d.arm_labels("retrieval")
     means = []
