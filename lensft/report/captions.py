@@ -115,13 +115,20 @@ def layer_sweep(d: StudyData) -> str:
             "host takes the other arm's MHA or FFN block. " + "; ".join(out) + "." + tail + _seeds(d))
 
 
+def _count(pair: tuple) -> str:
+    k, n = pair
+    return "?" if k is None or n is None else f"{k.mean:.0f} of {n.mean:.0f}"  # Stat over seeds
+
+
 def retrieval_heatmaps(d: StudyData) -> str:
     f = lambda r: select(r, "score")  # noqa: E731
     lo, sh = d.array("retrieval", "long", f), d.array("retrieval", "short", f)
     if lo is None or sh is None:
         return "Retrieval scores were not measured."
     if not (np.isfinite(lo).any() and np.isfinite(sh).any()):  # an arm copied no needle: no scores (Wu et al.)
-        return "Retrieval scores were not measured: an arm copied no needle, and head scores count copied needles only."
+        n = {l: (d.summary("retrieval", l, "n_copied"), d.summary("retrieval", l, "n_items")) for l in ("long", "short")}
+        return ("Retrieval scores were not measured: head scores count copied needles only (Wu et al. 2024), and the long "
+                f"arm copied {_count(n['long'])} needles, the short arm {_count(n['short'])}.")
     thr = next((float(u.result.settings.get("threshold", 0.1)) for u in d.step("retrieval")), 0.1)
     diff = lo - sh
     i, j = np.unravel_index(np.nanargmax(np.abs(diff)), diff.shape)
