@@ -40,6 +40,8 @@ _COMMAND_MODULES = (
     "lensft.cli.swap",
     "lensft.cli.probe",
     "lensft.cli.study",
+    "lensft.cli.convert",
+    "lensft.cli.needles",
 )
 
 

@@ -50,6 +50,7 @@ from lensft.probes.registry import register_probe
 from lensft.probes.scoring import (batched, continuation_text, encode_continuation, encode_prompt, pad_batch, pad_id,
                                    prompt_text)
 from lensft.prompts import PromptSet
+from lensft.prompts.spans import char_span_to_tokens
 from lensft.prompts.schema import TaskItem, TextItem
 from lensft.results import ProbeResult, PromptSetRef
 
@@ -91,11 +92,6 @@ def _ranges(flags: list[bool]) -> list[tuple[int, int]]:
             out.append((start, i))
             start = None
     return out
-
-
-def char_span_to_tokens(offsets: list[tuple[int, int]], start: int, end: int) -> list[bool]:
-    """Which tokens overlap the character span ``[start, end)`` (special tokens never do)."""
-    return [e > b and b < end and e > start for b, e in offsets]
 
 
 def generating_queries(phases: dict[str, list[tuple[int, int]]]) -> dict[str, list[tuple[int, int]]]:

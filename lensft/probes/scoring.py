@@ -20,11 +20,12 @@ Conventions (used by ``short_tasks``, ``knowledge_preference`` and ``patching``)
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import string
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -58,6 +59,24 @@ def contains_match(prediction: str, golds: Iterable[str]) -> bool:
     """True when any normalised gold occurs in the normalised prediction as whole words."""
     p = f" {normalize_answer(prediction)} "
     return any(f" {g} " in p for g in (normalize_answer(x) for x in golds) if g)
+
+
+@functools.lru_cache(maxsize=1)
+def _rouge1_scorer() -> Any:
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rouge1"], use_stemmer=True)
+
+
+def rouge1_recall(reference: str, prediction: str) -> float:
+    """ROUGE-1 recall: the share of ``reference``'s unigrams (with multiplicity) found in
+    ``prediction``, in [0, 1]; 0.0 when the reference has no word.
+
+    Computed by ``rouge-score`` (``RougeScorer(["rouge1"], use_stemmer=True)``: lowercased
+    alphanumeric tokens, Porter-stemmed), the scorer Wu et al. 2024 use to decide that a needle
+    was retrieved.
+    """
+    return float(_rouge1_scorer().score(reference, prediction)["rouge1"].recall)
 
 
 def first_line(text: str) -> str:

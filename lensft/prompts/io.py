@@ -38,7 +38,7 @@ def read_prompt_set(path: str | os.PathLike[str]) -> PromptSet:
 
 
 def write_prompt_set(prompt_set: PromptSet, path: str | os.PathLike[str]) -> Path:
-    """Write a prompt set atomically."""
+    """Write a prompt set atomically (:func:`lensft.atomic.write_text_atomic`)."""
     lines = [prompt_set.header.model_dump_json()] + [item.model_dump_json() for item in prompt_set.items]
     return write_text_atomic(path, "\n".join(lines) + "\n")
 
