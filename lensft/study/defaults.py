@@ -1,7 +1,8 @@
 """Small built-in prompt sets for a study on a user triple (no organism world to draw from).
 
-They are generic English items (capitals, small sums, cloze, a secret number in a haystack); a
-real study should pass its own sets with ``--prompts role=FILE``. Versions are fixed strings, so
+They are generic English items (capitals, small sums, cloze), Wu et al.-style needles in offline
+filler, and the real-world conflict set; a real study should pass its own sets with
+``--prompts role=FILE``. Versions are fixed strings, so
 results cached on them stay valid until the sets change.
 """
 
@@ -9,14 +10,12 @@ from __future__ import annotations
 
 from importlib import resources
 
-from lensft.prompts import NeedleItem, PromptSet, Span, TaskItem, make_prompt_set, read_prompt_set
+from lensft.prompts import PromptSet, TaskItem, build_needle_set, make_prompt_set, read_prompt_set
 
 VERSION = "1"
 
 _CAPITALS = [("France", "Paris"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Germany", "Berlin"), ("Japan", "Tokyo"),
              ("Egypt", "Cairo"), ("Canada", "Ottawa"), ("Kenya", "Nairobi"), ("Peru", "Lima"), ("Norway", "Oslo")]
-_FILLER = ["The weather was mild that day.", "A train left the station on time.", "The market sold apples and pears.",
-           "Children played near the river.", "The library opened at nine.", "A dog slept under the table."]
 
 
 def task_set() -> PromptSet:
@@ -32,21 +31,10 @@ def task_set() -> PromptSet:
                            description="built-in generic short tasks (capitals, sums, cloze)")
 
 
-def needle_set(n: int = 10) -> PromptSet:
-    items = []
-    for i in range(n):
-        num = str(1000 + 37 * i)
-        hay = [_FILLER[(i + j) % len(_FILLER)] for j in range(8)]
-        depth = (i % 5) / 4
-        k = int(round(depth * len(hay)))
-        needle = f"The secret number is {num}."
-        before = " ".join(hay[:k])
-        text = (before + " " if before else "") + needle + " " + " ".join(hay[k:]) + " What is the secret number?"
-        start = text.index(num)
-        items.append(NeedleItem(id=f"needle-{i}", prompt=text, needle=Span(name="answer", start=start, end=start + len(num)),
-                                answer=num, context_tokens=len(text) // 4, depth=depth))
-    return make_prompt_set("default_needle", VERSION, "needle", items,
-                           description="built-in needle in a haystack: a secret number among filler sentences")
+def needle_set(tokenizer: object = None, lengths: tuple[int, ...] = (1000, 2000), per_length: int = 12) -> PromptSet:
+    """Wu et al.-style needles (``lensft.prompts.build_needle_set``) in lensft's offline filler,
+    sized in the triple's own tokens when its tokenizer is given."""
+    return build_needle_set(lengths, per_length, style="wu", seed=0, tokenizer=tokenizer, name="default_needle")
 
 
 def conflict_set() -> PromptSet:

@@ -148,7 +148,10 @@ def _triple_source(cfg: StudyConfig) -> ReplicateSource:
     triple = load_triple(base=cfg.base, short=cfg.short or "", long=cfg.long or "")
     prompts = {role: ps for role in PROMPT_ROLES if (ps := _user_prompts(cfg, role)) is not None}
     prompts.setdefault("tasks", defaults.task_set())
-    prompts.setdefault("needle", defaults.needle_set())
+    if "needle" not in prompts:
+        from transformers import AutoTokenizer
+
+        prompts["needle"] = defaults.needle_set(AutoTokenizer.from_pretrained(triple["short"].path, local_files_only=True))
     try:
         prompts.setdefault("conflict", defaults.conflict_set())
     except (LensftError, FileNotFoundError) as e:  # the default set ships with the knowledge probe
