@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lensft.faults import point
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -32,7 +34,9 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
+        point("atomic.staged")
         os.replace(tmp, p)
+        point("atomic.installed")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
