@@ -24,11 +24,13 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 from collections import Counter
 
 ENV = "LENSFT_FAULT"
 
 _hits: Counter[str] = Counter()
+_lock = threading.Lock()
 
 
 def point(site: str) -> None:
@@ -38,12 +40,14 @@ def point(site: str) -> None:
         OSError: ``ENOSPC``, when an ``enospc`` fault is due here.
     """
     spec = os.environ.get(ENV)
-    _hits[site] += 1
-    _hits["*"] += 1
+    with _lock:  # points are reached from several threads (the checkpoint writer's readers)
+        _hits[site] += 1
+        _hits["*"] += 1
+        counts = {site: _hits[site], "*": _hits["*"]}
     if not spec:
         return
     for action, where, n in _parse(spec):
-        if (where == site or where == "*") and _hits[where] == n:
+        if where in counts and counts[where] == n:
             _apply(action, site)
 
 

@@ -6,8 +6,9 @@ its holder's pid, host, command and start time, then hard-linked into place (a l
 name exists, so exactly one process wins), and its holder keeps an exclusive ``flock`` on it until
 it unlinks it. The kernel drops a dead holder's ``flock``, so a lock left by a killed process
 (``kill -9``, a power cut) is recognised as stale and taken over; a live holder is named in the
-refusal or in the waiting message. A process may take a lock it already holds again (the study
-runner and the report writer both lock a study directory).
+refusal or in the waiting message. A thread may take a lock it already holds again (the study
+runner and the report writer both lock a study directory); other threads wait or are refused as
+another process would be.
 """
 
 from __future__ import annotations
@@ -21,17 +22,18 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
-from lensft.atomic import write_json_atomic
+from lensft.atomic import remove_stale, temp_prefix, write_json_atomic
 from lensft.errors import LensftError
 
 log = logging.getLogger(__name__)
 
-#: directory (resolved) -> [fd holding its lock, times taken] in this process
-_held: dict[Path, list[int]] = {}
+#: (directory (resolved), thread) -> [fd holding its lock, times taken] in this process
+_held: dict[tuple[Path, int], list[int]] = {}
 
 
 class DirectoryBusy(LensftError):
@@ -69,7 +71,8 @@ def locked(directory: str | os.PathLike[str], what: str, *, wait: bool = False,
         DirectoryBusy: another live process holds the lock and ``wait`` is false.
     """
     d = Path(directory).resolve()
-    mine = _held.get(d)
+    key = (d, threading.get_ident())
+    mine = _held.get(key)
     if mine is not None:  # re-entered in the same process
         mine[1] += 1
         try:
@@ -79,6 +82,7 @@ def locked(directory: str | os.PathLike[str], what: str, *, wait: bool = False,
         return
     lock = lock_path(d)
     lock.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(lock.parent, target_name=lock.name)
     told = False
     while (fd := _try_acquire(lock, what)) is None:
         info = holder(d) or {}
@@ -90,11 +94,11 @@ def locked(directory: str | os.PathLike[str], what: str, *, wait: bool = False,
             log.warning("%s; waiting for it to finish", msg)
             told = True
         time.sleep(poll_s)
-    _held[d] = [fd, 1]
+    _held[key] = [fd, 1]
     try:
         yield d
     finally:
-        del _held[d]
+        del _held[key]
         _release(lock, fd)
 
 
@@ -105,7 +109,7 @@ def _record(what: str) -> dict:
 
 def _try_acquire(lock: Path, what: str) -> int | None:
     """Put a complete lock file in place and hold its ``flock``; None while a live process holds it."""
-    mine = lock.with_name(f"{lock.name}.{os.getpid()}")
+    mine = lock.with_name(temp_prefix(lock.name) + "mine")
     write_json_atomic(mine, _record(what))
     fd = os.open(mine, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows this file yet: immediate

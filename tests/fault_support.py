@@ -89,14 +89,16 @@ class ForkServer:
         return json.loads(line)
 
     def start(self, argv: list[str], *, env: Optional[dict[str, Optional[str]]] = None,
-              cwd: Optional[Path] = None, kill_after: Optional[float] = None, as_user: Optional[int] = None) -> int:
+              cwd: Optional[Path] = None, kill_after: Optional[float] = None, as_user: Optional[int] = None,
+              hits_file: Optional[Path] = None) -> int:
         """Fork a child running ``lensft ARGV``; return its pid. ``env`` entries set to None are removed.
         With ``kill_after``, the child SIGKILLs itself that many seconds after it starts; with
-        ``as_user`` (the server runs as root), it runs as that user id."""
+        ``as_user`` (the server runs as root), it runs as that user id; with ``hits_file``, a child
+        that finishes writes there how often it reached each fault-injection site."""
         self._n += 1
         return self._ask({"op": "start", "argv": argv, "env": env or {}, "cwd": str(cwd or self.scratch),
                           "log": str(self.scratch / f"run-{self._n}"), "kill_after": kill_after,
-                          "as_user": as_user})["pid"]
+                          "as_user": as_user, "hits_file": str(hits_file) if hits_file else None})["pid"]
 
     def wait(self, pid: int, *, timeout: float = 120.0) -> Run:
         """Wait for a child (SIGKILL it after ``timeout`` seconds and fail)."""
@@ -161,6 +163,9 @@ def _child(req: dict[str, Any]) -> None:
             os.setgroups([])
             os.setgid(req["as_user"])
             os.setuid(req["as_user"])
+        import torch
+
+        torch.set_num_threads(1)  # tiny models: one thread is fastest, and never oversubscribes the cores
         if req.get("kill_after") is not None:
             import threading
 
@@ -168,6 +173,10 @@ def _child(req: dict[str, Any]) -> None:
         from lensft.cli.app import main
 
         code = main(req["argv"])
+        if req.get("hits_file"):
+            from lensft.faults import hits
+
+            Path(req["hits_file"]).write_text(json.dumps(hits()))
     except BaseException:  # a crash of the harness itself, not of lensft (main catches its own)
         import traceback
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from lensft.atomic import write_json_atomic
+from lensft.atomic import remove_stale, write_json_atomic
 from lensft.checkpoints.outputs import refuse_inside_inputs
 from lensft.errors import LensftError
 from lensft.hashing import sha256_json
@@ -202,6 +202,7 @@ def run(config: StudyConfig, out: str | os.PathLike[str], *, console: Any = None
     out = Path(out)
     refuse_inside_inputs(out, {k: v for k in ("base", "short", "long", "organism_dir") if (v := getattr(config, k))})
     with locked(out, "lensft study"):
+        remove_stale(out, recursive=True)  # temporaries of a killed run (none of them was installed)
         return _run(config, out, console, only, organism_progress, executor)
 
 
