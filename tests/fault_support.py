@@ -163,8 +163,11 @@ def _child(req: dict[str, Any]) -> None:
             os.setgroups([])
             os.setgid(req["as_user"])
             os.setuid(req["as_user"])
+        import warnings
+
         import torch
 
+        warnings.simplefilter("ignore")  # third-party deprecation notices are not lensft's output
         torch.set_num_threads(1)  # tiny models: one thread is fastest, and never oversubscribes the cores
         if req.get("kill_after") is not None:
             import threading
