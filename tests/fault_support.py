@@ -11,6 +11,7 @@ exactly as the console script would; the server can ``SIGKILL`` it after a delay
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -243,11 +244,16 @@ def serve() -> None:
         out.flush()
 
 
-@pytest.fixture(scope="session")
-def forkserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
-    """One fork server for the session's reliability tests (import it into a test module to use it)."""
-    scratch = tmp_path_factory.mktemp("forkserver")
-    os.chmod(scratch, 0o777)  # children that drop root's privileges write their logs here
-    srv = ForkServer(scratch)
-    yield srv
-    srv.close()
+_SERVER: list[ForkServer] = []
+
+
+@pytest.fixture()
+def forkserver(tmp_path_factory: pytest.TempPathFactory) -> ForkServer:
+    """The session's fork server (import this fixture into a test module to use it). Started on
+    first use and shared by every module that imports the fixture; it exits with the session."""
+    if not _SERVER or _SERVER[0].proc.poll() is not None:
+        scratch = tmp_path_factory.mktemp("forkserver")
+        os.chmod(scratch, 0o777)  # children that drop root's privileges write their logs here
+        _SERVER[:] = [ForkServer(scratch)]
+        atexit.register(_SERVER[0].close)
+    return _SERVER[0]

@@ -394,30 +394,30 @@ def _console(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=300, **kw)
 
 
-def test_nonfinite_weights_are_warned_by_name_console_script(world: World, tmp_path: Path) -> None:
+def test_nonfinite_weights_are_warned_by_name(world: World, tmp_path: Path, forkserver) -> None:
     """NaN/Inf weights are not refused (they may be what is studied) but every command that reads
-    them says which tensor holds them; the console script's real stderr is checked."""
+    them says which tensor holds them, on stderr: the console script's for ``probe``."""
     bad = world.bad["nonfinite"]
     before = tree_hash(bad)
     r = _console("probe", "ffn_activations", "--model", str(bad), "--out", str(tmp_path / "r.json"))
     assert r.returncode == 0, r.stderr
     warn = [ln for ln in r.stderr.splitlines() if "model.layers.1.mlp.down_proj.weight" in ln]
     assert len(warn) == 1 and "1 NaN and 1 infinite" in warn[0], r.stderr
-    r = _console("inspect", str(world.t["short"]), str(bad))
+    r = forkserver.run(["inspect", str(world.t["short"]), str(bad)])
     warn = [ln for ln in r.stderr.splitlines() if "model.layers.1.mlp.down_proj.weight" in ln]
     assert len(warn) == 1 and "NaN" in warn[0], r.stderr
     assert tree_hash(bad) == before
 
 
-def test_bad_inputs_through_the_console_script(world: World) -> None:
-    """Two cases end to end through the installed ``lensft`` script: exit 1, one line, no traceback."""
-    for what in ("probe: pickle .bin checkpoint", "swap: --no-hash with a value"):
-        before = tree_hash(world.inputs)
-        r = _console(*CASES[what].argv(world))
-        assert r.returncode == 1, (what, r.stderr)
-        _assert_one_line(r.stderr, CASES[what].phrase, what)
-        assert tree_hash(world.inputs) == before and not world.marker.exists()
-        assert not any((world.root / "outputs").iterdir())
+def test_a_bad_input_through_the_console_script(world: World) -> None:
+    """End to end through the installed ``lensft`` script: exit 1, one line, no traceback."""
+    what = "probe: pickle .bin checkpoint"
+    before = tree_hash(world.inputs)
+    r = _console(*CASES[what].argv(world))
+    assert r.returncode == 1, (what, r.stderr)
+    _assert_one_line(r.stderr, CASES[what].phrase, what)
+    assert tree_hash(world.inputs) == before and not world.marker.exists()
+    assert not any((world.root / "outputs").iterdir())
 
 
 # --- permissions (root reads and writes everything: those runs drop root's privileges) -----------
@@ -483,3 +483,42 @@ def test_permissions(what: str, shared: Path, forkserver) -> None:
     _assert_one_line(r.stderr, phrase, what)
     assert tree_hash(shared) == before
     assert not list((root / "ro").iterdir()) and not list((root / "out").iterdir()), what
+
+
+# --- no network -------------------------------------------------------------------------------
+
+_OFFLINE_DRIVER = r"""
+import json, sys
+attempts = []
+def audit(event, args):
+    if event in ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr"):
+        attempts.append(f"{event} {args!r}"[:200])
+        raise RuntimeError("lensft tried to use the network")
+sys.addaudithook(audit)
+from lensft.cli.app import main
+codes = [main(argv) for argv in json.loads(sys.argv[1])]
+print(json.dumps({"codes": codes, "attempts": attempts}))
+"""
+
+
+def test_no_network(llama_triple, tmp_path: Path) -> None:
+    """swap, probe, patch, study and report never open a connection or resolve a name, with the
+    Hugging Face offline switches unset and an empty cache (a socket audit hook refuses and records)."""
+    t = {v.value: str(p) for v, p in llama_triple.items()}
+    steps = {n: {"enabled": n in ("short_tasks", "ffn_activations"), "max_items": 1}
+             for n in ("short_tasks", "module_grid", "layer_sweep", "attention_spread", "retrieval",
+                       "ffn_activations", "knowledge", "patching")}
+    (tmp_path / "s.yaml").write_text(json.dumps({"short": t["short"], "long": t["long"], "png": False, "steps": steps}))
+    runs = [["swap", "--short", t["short"], "--long", t["long"], "--mha", "long", "--ffn", "short",
+             "--out", str(tmp_path / "g")],
+            ["probe", "ffn_activations", "--model", str(tmp_path / "g"), "--out", str(tmp_path / "p.json")],
+            ["patch", "--host", t["short"], "--donor", t["long"], "--component", "mha", "--out", str(tmp_path / "x.json")],
+            ["study", "--config", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "s"), "--quiet"],
+            ["report", str(tmp_path / "s"), "--no-png"]]
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), OMP_NUM_THREADS="1")  # one thread: tiny models, busy cores
+    r = subprocess.run([sys.executable, "-c", _OFFLINE_DRIVER, json.dumps(runs)], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["attempts"] == [] and out["codes"] == [0] * len(runs), (out, r.stderr[-3000:])
