@@ -9,7 +9,6 @@ one, by a real size-limited tmpfs.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil

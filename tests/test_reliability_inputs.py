@@ -12,16 +12,15 @@ without root's privileges (root reads and writes everything).
 from __future__ import annotations
 
 import json
-import math
+import re
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -522,3 +521,21 @@ def test_no_network(llama_triple, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["attempts"] == [] and out["codes"] == [0] * len(runs), (out, r.stderr[-3000:])
+
+
+def test_every_readme_promise_names_a_test_that_exists() -> None:
+    """The README's Reliability table cites ``file.py::test_name`` (``::test_name`` = same file as
+    the previous citation); each must be a test function in tests/."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| ") and "---" not in ln][1:]
+    assert len(rows) >= 5
+    for row in rows:
+        cited, current = 0, None
+        for m in re.finditer(r"`(test_reliability_\w+\.py)?::(\w+)`", row.split(" | ")[-1]):
+            current = m.group(1) or current
+            assert current is not None, row
+            source = (Path(__file__).parent / current).read_text(encoding="utf-8")
+            assert re.search(rf"^def {m.group(2)}\(", source, re.M), f"{current}::{m.group(2)} does not exist"
+            cited += 1
+        assert cited, f"a promise without a test: {row[:80]}"

@@ -25,7 +25,6 @@ import signal
 import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 
 from lensft.study import STEP_NAMES
