@@ -73,11 +73,13 @@ class ForkServer:
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
         scratch.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+               "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}  # see conftest.py
         self.proc = subprocess.Popen([sys.executable, "-u", "-c", "import fault_support; fault_support.serve()"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
                                      cwd=str(scratch))
         self._n = 0
+        self._logs: dict[int, Path] = {}
         assert self._ask({"op": "ping"}) == {"ok": True}
 
     def _ask(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -97,9 +99,17 @@ class ForkServer:
         ``as_user`` (the server runs as root), it runs as that user id; with ``hits_file``, a child
         that finishes writes there how often it reached each fault-injection site."""
         self._n += 1
-        return self._ask({"op": "start", "argv": argv, "env": env or {}, "cwd": str(cwd or self.scratch),
-                          "log": str(self.scratch / f"run-{self._n}"), "kill_after": kill_after,
-                          "as_user": as_user, "hits_file": str(hits_file) if hits_file else None})["pid"]
+        log = self.scratch / f"run-{self._n}"
+        pid = self._ask({"op": "start", "argv": argv, "env": env or {}, "cwd": str(cwd or self.scratch),
+                         "log": str(log), "kill_after": kill_after,
+                         "as_user": as_user, "hits_file": str(hits_file) if hits_file else None})["pid"]
+        self._logs[pid] = log
+        return pid
+
+    def stderr_so_far(self, pid: int) -> str:
+        """What a running child has written to stderr yet."""
+        p = Path(str(self._logs[pid]) + ".err")
+        return p.read_text(errors="replace") if p.exists() else ""
 
     def wait(self, pid: int, *, timeout: float = 120.0) -> Run:
         """Wait for a child (SIGKILL it after ``timeout`` seconds and fail)."""
@@ -247,7 +257,7 @@ def serve() -> None:
 _SERVER: list[ForkServer] = []
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def forkserver(tmp_path_factory: pytest.TempPathFactory) -> ForkServer:
     """The session's fork server (import this fixture into a test module to use it). Started on
     first use and shared by every module that imports the fixture; it exits with the session."""
