@@ -539,3 +539,39 @@ def test_every_readme_promise_names_a_test_that_exists() -> None:
             assert re.search(rf"^def {m.group(2)}\(", source, re.M), f"{current}::{m.group(2)} does not exist"
             cited += 1
         assert cited, f"a promise without a test: {row[:80]}"
+
+
+# --- defects found side by side with mergekit (same MHA graft, both bit-exact) -----------------
+
+def test_swap_output_is_readable_by_others(llama_triple, tmp_path: Path, capsys) -> None:
+    """mergekit and cp give 0755 / 0644 under umask 022; lensft once gave 0700 (mkdtemp's mode)."""
+    t = {v.value: str(p) for v, p in llama_triple.items()}
+    old = os.umask(0o022)
+    try:
+        assert main(["swap", "--short", t["short"], "--long", t["long"], "--mha", "long", "--ffn", "short",
+                     "--out", str(tmp_path / "g")]) == 0, capsys.readouterr().err
+    finally:
+        os.umask(old)
+    assert (tmp_path / "g").stat().st_mode & 0o777 == 0o755
+    assert {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "g").iterdir()} == \
+        {p.name: 0o644 for p in (tmp_path / "g").iterdir()}
+
+
+def test_swap_flags_take_no_value(capsys) -> None:
+    """--help showed ``--no-hash <bool>`` / ``--force <bool>``, yet ``--no-hash true`` was refused."""
+    assert main(["swap", "--help"]) == 0
+    help_lines = [ln for ln in capsys.readouterr().out.splitlines() if "--no-hash" in ln or "--force " in ln]
+    assert len(help_lines) >= 2 and not any("<bool>" in ln or "BOOLEAN" in ln for ln in help_lines), help_lines
+
+
+def test_swap_manifest_paths_are_absolute_whatever_was_typed(llama_triple, tmp_path: Path, monkeypatch, capsys) -> None:
+    """``sources`` and the keys of ``source_file_sha256`` are resolved paths even when the
+    checkpoints were given relative to the working directory."""
+    for v, p in llama_triple.items():
+        shutil.copytree(p, tmp_path / v.value)
+    monkeypatch.chdir(tmp_path)
+    assert main(["swap", "--short", "short", "--long", "./long", "--mha", "long", "--ffn", "short", "--out", "g"]) == 0, \
+        capsys.readouterr().err
+    m = json.loads((tmp_path / "g" / "lensft_manifest.json").read_text())
+    assert m["sources"] == {"short": str((tmp_path / "short").resolve()), "long": str((tmp_path / "long").resolve())}
+    assert set(m["source_file_sha256"]) == {str((tmp_path / v / "model.safetensors").resolve()) for v in ("short", "long")}
