@@ -45,11 +45,11 @@ def _owner_is_gone(name: str) -> bool:
     if len(parts) != 3 or not parts[1].isdigit() or parts[0] != socket.gethostname():
         return False
     try:
-        os.kill(int(parts[1]), 0)
+        os.kill(int(parts[1]), 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return True
-    except OSError:  # alive, someone else's
-        return False
+    except OSError:  # it exists and belongs to another user
+        pass
     return False
 
 

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -73,7 +72,7 @@ def locked(directory: str | os.PathLike[str], what: str, *, wait: bool = False,
     d = Path(directory).resolve()
     key = (d, threading.get_ident())
     mine = _held.get(key)
-    if mine is not None:  # re-entered in the same process
+    if mine is not None:  # re-entered by the thread that holds it
         mine[1] += 1
         try:
             yield d
@@ -104,12 +103,12 @@ def locked(directory: str | os.PathLike[str], what: str, *, wait: bool = False,
 
 def _record(what: str) -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname(), "command": what,
-            "argv": sys.argv[1:4], "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
 
 def _try_acquire(lock: Path, what: str) -> int | None:
     """Put a complete lock file in place and hold its ``flock``; None while a live process holds it."""
-    mine = lock.with_name(temp_prefix(lock.name) + "mine")
+    mine = lock.with_name(temp_prefix(lock.name) + f"mine{threading.get_ident()}")
     write_json_atomic(mine, _record(what))
     fd = os.open(mine, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows this file yet: immediate
