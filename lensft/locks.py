@@ -80,7 +80,7 @@ def locked(directory: str | os.PathLike[str], what: str, *, wait: bool = False,
             mine[1] -= 1
         return
     lock = lock_path(d)
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    made = _make_parents(lock.parent)
     remove_stale(lock.parent, target_name=lock.name)
     told = False
     while (fd := _try_acquire(lock, what)) is None:
@@ -99,6 +99,20 @@ def locked(directory: str | os.PathLike[str], what: str, *, wait: bool = False,
     finally:
         del _held[key]
         _release(lock, fd)
+        for p in made:  # folders made only to hold the lock, if the work left them empty
+            with contextlib.suppress(OSError):
+                p.rmdir()
+
+
+def _make_parents(parent: Path) -> list[Path]:
+    """Create ``parent`` (and its missing ancestors); return the folders made, deepest first."""
+    made = []
+    p = parent
+    while not p.exists():
+        made.append(p)
+        p = p.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return made
 
 
 def _record(what: str) -> dict:

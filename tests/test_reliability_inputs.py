@@ -296,6 +296,8 @@ CASES: dict[str, Case] = {
     "probe: span outside its text": Case(_probe("short", "--prompts", "{span_outside_jsonl}"), "span_outside.jsonl:2"),
     "probe: prompt longer than the positions": Case(_probe("gpt2", "--prompts", "{too_long_jsonl}",
                                                                    name="short_tasks"), "positions"),
+    "study: bad input, output in new folders": Case(_cmd("study", "--short", "{short}", "--long", "{vocab}",
+                                                         "--out", "{out}/deeper/study", "--quiet"), "vocab_size"),
     "study: prompt file missing": Case(_cmd("study", "--short", "{short}", "--long", "{long}", "--prompts",
                                             "ffn={short}/nope.jsonl", "--out", "{out}", "--quiet"), "does not exist"),
     # settings and options
