@@ -63,3 +63,7 @@ class InsufficientMemory(LensftError):
         if not tries:
             return f"{self.base}; free some memory or use a machine with more"
         return f"{self.base}; try {' or '.join(tries)}"
+
+
+class OutputInsideInput(LensftError):
+    """An output path lies inside an input checkpoint, which lensft never writes into."""

@@ -166,6 +166,7 @@ def load_model(path: str | Path, options: LoadOptions | None = None, *, attn_imp
         InsufficientMemory: the model would not fit (raised before any tensor is read).
     """
     from lensft.checkpoints import open_checkpoint
+    from lensft.checkpoints.reader import warn_nonfinite
 
     opts = options or LoadOptions()
     reader = open_checkpoint(path)  # validates structure and finds the family
@@ -194,6 +195,9 @@ def load_model(path: str | Path, options: LoadOptions | None = None, *, attn_imp
     except OSError as e:
         raise CheckpointError(f"cannot load {p}: {str(e).splitlines()[0]}") from None
     model.eval()
+    if not placement.is_meta:
+        for pname, param in model.named_parameters():
+            warn_nonfinite(pname, param.detach(), p)
     name = label or p.name
     prov = Provenance(label=name, sources={name: str(p.resolve())}, dtype=_dtype_name(dtype), device=str(placement))
     log.info("loaded %s: %s on %s", p, dtype, placement)

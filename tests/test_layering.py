@@ -12,7 +12,7 @@ from pathlib import Path
 import lensft
 
 #: lowest first; a module may import from its own layer or a lower one
-LAYERS = ["errors", "atomic", "hashing", "provenance", "variants", "results", "prompts", "families", "checkpoints", "devices",
+LAYERS = ["errors", "faults", "atomic", "locks", "hashing", "provenance", "variants", "results", "prompts", "families", "checkpoints", "devices",
           "views", "handle", "graft", "pico", "probes", "evaluation", "organism", "study", "report", "cli"]
 ROOT = Path(lensft.__file__).parent
 

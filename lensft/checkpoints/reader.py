@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import torch
 from safetensors import safe_open
 
-from lensft.errors import CheckpointError
+from lensft.errors import CheckpointError, LensftError
 from lensft.families import FamilySpec, TensorInfo, family_for_config
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ class CheckpointReader:
     format: str
     shards: list[str]
     _handles: dict[str, Any] = field(default_factory=dict, repr=False)
+    _finite_checked: set[str] = field(default_factory=set, repr=False)
 
     # --- structure ---------------------------------------------------------------------
     @property
@@ -135,10 +136,18 @@ class CheckpointReader:
             raise CheckpointError(f"{self.path} has no tensor {name!r}")
         try:
             if self.format == "safetensors":
-                return self._read_safetensors(meta)
-            return self._handle(meta.file)[name].clone()
+                t = self._read_safetensors(meta)
+            else:
+                t = self._handle(meta.file)[name].clone()
         except Exception as e:  # a shard truncated after opening, a bad read
             raise CheckpointError(f"cannot read tensor {name!r} from {self.path / meta.file}: {e}") from None
+        return self._checked(name, t)
+
+    def _checked(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        if name not in self._finite_checked:
+            self._finite_checked.add(name)
+            warn_nonfinite(name, t, self.path)
+        return t
 
     def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         for name in self.tensors:
@@ -182,6 +191,25 @@ class CheckpointReader:
         return h
 
 
+def warn_nonfinite(name: str, t: torch.Tensor, where: object) -> bool:
+    """Log a warning naming ``name`` (a tensor of checkpoint ``where``) if it holds NaN or Inf; True if so.
+
+    Costs one reduction over the tensor (``aminmax``), no full-size temporary, in the common case."""
+    if not t.is_floating_point() or t.numel() == 0:
+        return False
+    try:
+        lo, hi = torch.aminmax(t)
+        finite = bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
+    except RuntimeError:  # a dtype without aminmax (float8)
+        finite = bool(torch.isfinite(t.float()).all())
+    if finite:
+        return False
+    n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+    log.warning("tensor %r of %s holds %d NaN and %d infinite values; measurements on it will be NaN or "
+                "meaningless: check how the checkpoint was made", name, where, n_nan, n_inf)
+    return True
+
+
 def open_checkpoint(path: str | os.PathLike[str]) -> CheckpointReader:
     """Open a local HF checkpoint directory lazily and validate its structure.
 
@@ -195,24 +223,29 @@ def open_checkpoint(path: str | os.PathLike[str]) -> CheckpointReader:
         UnknownFamily: when the architecture has no family map.
     """
     p = Path(path).expanduser()
+    _check_link(p, "checkpoint")
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist; pass a local Hugging Face model directory")
     if not p.is_dir():
         raise CheckpointError(f"checkpoint {p} is not a directory; pass the directory that holds config.json")
+    if not os.access(p, os.R_OK | os.X_OK):
+        raise CheckpointError(f"checkpoint {p} cannot be read (permission denied); ask its owner for read access")
     cfg_path = p / "config.json"
+    _check_link(cfg_path, "config")
     if not cfg_path.is_file():
         raise CheckpointError(f"{p} has no config.json; pass a Hugging Face model directory (save_pretrained output)")
     try:
         config = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{cfg_path} is not valid JSON ({e})") from None
-    family = family_for_config(config)
+    family = _family(p, config)
 
     fmt, shards = _find_weight_files(p)
     tensors: dict[str, TensorMeta] = {}
     handles: dict[str, Any] = {}
     for shard in shards:
         f = p / shard
+        _check_link(f, "shard")
         if not f.is_file():
             raise CheckpointError(f"{p} is missing shard {shard} named in its index; re-download or re-save the checkpoint")
         if fmt == "safetensors":
@@ -244,7 +277,35 @@ def open_checkpoint(path: str | os.PathLike[str]) -> CheckpointReader:
     return reader
 
 
+def _check_link(p: Path, what: str) -> None:
+    """Refuse a symbolic link that leads nowhere (a loop, or a target that is gone) by name."""
+    if p.is_symlink() and not p.exists():
+        raise CheckpointError(f"{what} {p} is a symbolic link that leads nowhere (a symbolic link loop or a "
+                              "missing target); point it at the real file or directory")
+
+
+def _family(p: Path, config: dict[str, Any]) -> FamilySpec:
+    """The family of ``config``; a checkpoint that ships its own model code (``auto_map``) is read
+    with transformers' built-in class of its model type, or refused when there is none: lensft
+    never runs code from a checkpoint (no ``trust_remote_code``)."""
+    custom = sorted(config.get("auto_map") or {}) if isinstance(config.get("auto_map"), dict) else []
+    try:
+        family = family_for_config(config)
+    except LensftError:
+        if custom:
+            raise CheckpointError(
+                f"{p} needs its own code to load (config.json auto_map: {', '.join(custom)}); lensft never runs "
+                "code from a checkpoint (no trust_remote_code): convert it to a supported model type") from None
+        raise
+    if custom:
+        log.warning("%s ships its own code (auto_map: %s); lensft ignores it and uses transformers' built-in %s",
+                    p, ", ".join(custom), config.get("model_type"))
+    return family
+
+
 def _find_weight_files(p: Path) -> tuple[str, list[str]]:
+    for name in ("model.safetensors.index.json", "pytorch_model.bin.index.json", "model.safetensors", "pytorch_model.bin"):
+        _check_link(p / name, "weights file")
     for index_name, fmt in (("model.safetensors.index.json", "safetensors"), ("pytorch_model.bin.index.json", "bin")):
         idx = p / index_name
         if idx.is_file():

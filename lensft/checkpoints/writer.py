@@ -35,9 +35,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from lensft.atomic import staging_dir, write_json_atomic
+from lensft.atomic import staging_dir, temp_prefix, write_json_atomic
 from lensft.checkpoints.reader import TORCH_TO_SAFETENSORS, TensorMeta
 from lensft.errors import GraftError, OutputExists
+from lensft.faults import point
 from lensft.hashing import file_version, known_sha256, remember_sha256, sha256_file
 
 log = logging.getLogger(__name__)
@@ -268,6 +269,7 @@ def _read_source(path: Path, copies: list[_Copy], hashed: bool, counter: _Counte
 
 
 def _copy_range(src_fd: int, c: _Copy) -> None:
+    point("write")
     done = 0
     while done < c.nbytes:
         try:
@@ -282,6 +284,7 @@ def _copy_range(src_fd: int, c: _Copy) -> None:
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    point("write")
     while len(data):
         n = os.pwrite(fd, data, offset)
         data, offset = data[n:], offset + n
@@ -320,11 +323,13 @@ def install_dir(tmp: Path, out: Path, force: bool) -> None:
     Files and folders get the usual permissions (0666 / 0777 less the umask), whatever the
     libraries that wrote them chose (safetensors and mkstemp leave 0600)."""
     _normalise_modes(tmp)
+    point("install")
     if out.exists():
         if not force:
             raise OutputExists(f"output {out} appeared while writing; nothing was changed")
-        old = out.with_name(f".{out.name}.lensft-old-{os.getpid()}")
+        old = out.with_name(temp_prefix(out.name) + "old")  # removed by the next run if this one dies
         os.rename(out, old)
+        point("install")
         os.rename(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
     else:

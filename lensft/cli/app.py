@@ -6,6 +6,7 @@ Exit codes: 0 done, 1 bad input (a :class:`~lensft.errors.LensftError` or a usag
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -92,9 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("[bold red]error:[/] interrupted", soft_wrap=True)
         return _exit(1)
-    except Exception as e:  # a bug in lensft
+    except Exception as e:  # the disk or the file system refused, or a bug in lensft
         if os.environ.get("LENSFT_DEBUG"):
             raise
+        if isinstance(e, OSError) and e.errno in _FILE_SYSTEM_ERRORS:
+            err_console.print(f"[bold red]error:[/] {_file_system_error(e)}", soft_wrap=True)
+            return _exit(1)
         err_console.print(
             f"[bold red]internal error:[/] {type(e).__name__}: {e} "
             "(this is a bug in lensft; rerun with LENSFT_DEBUG=1 for the traceback)",
@@ -102,6 +106,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         return _exit(2)
     return _exit(0)
+
+
+#: errno -> what to do, for the file-system refusals that are not lensft's fault
+_FILE_SYSTEM_ERRORS = {
+    errno.ENOSPC: "free some space or write to another file system",
+    errno.EDQUOT: "free some space or write to another file system",
+    errno.EACCES: "check its permissions or choose another path",
+    errno.EPERM: "check its permissions or choose another path",
+    errno.EROFS: "choose an output on a writable file system",
+    errno.ELOOP: "fix the symbolic link loop",
+}
+
+
+def _file_system_error(e: OSError) -> str:
+    """One line for a file-system refusal: what failed, on which file, and what to do."""
+    where = f": {e.filename}" if e.filename else ""
+    return f"{e.strerror or e}{where}; {_FILE_SYSTEM_ERRORS[e.errno]}"
 
 
 def _with_flag(e: LensftError, argv: list[str] | None) -> str:

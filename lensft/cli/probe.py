@@ -177,12 +177,14 @@ def run_and_save(pr: Any, model: Path, donor: Optional[Path], prompts: Optional[
                  out: Path, force: bool, device: str = "cpu", dtype: Optional[str] = None,
                  attn: Optional[str] = None) -> ProbeResult:
     """Load the model(s), run the probe (a pair probe on host ``model`` and ``donor``), save, print."""
+    from lensft.checkpoints.outputs import refuse_inside_inputs
     from lensft.handle import load_model
     from lensft.probes.registry import is_pair_probe
 
     pair = is_pair_probe(pr)
     if pair != (donor is not None):
         raise LensftError(f"probe {pr.name!r} " + ("is a pair probe: give --donor DIR" if pair else "takes no --donor"))
+    refuse_inside_inputs(out, {"model": model, **({"donor": donor} if donor is not None else {})})
     if out.exists() and not force:
         raise OutputExists(f"{out} exists; pass --force to replace it or choose another --out")
     ps = load_probe_prompts(pr, prompts)

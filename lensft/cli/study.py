@@ -62,7 +62,7 @@ def study(
     only = _steps(steps)
     what = (f"organism {cfg.organism} (seeds {cfg.seeds}, {cfg.sft_seeds} SFT seed(s))" if cfg.is_organism
             else f"triple short={cfg.short} long={cfg.long}")
-    err_console.print(f"[bold]lensft study[/] {what} -> {out}")
+    console.print(f"[bold]lensft study[/] {what} -> {out}", soft_wrap=True)
     progress = None if quiet else organism_progress(err_console)
     with memory_errors_as_flags():
         outcome = run_study(cfg, out, console=None if quiet else err_console, only=only, organism_progress=progress)

@@ -108,20 +108,24 @@ def inspect(
 
     Pass BASE SHORT LONG, or SHORT LONG without a base.
     """
+    from lensft.atomic import write_text_atomic
     from lensft.checkpoints.compat import check_compatibility
     from lensft.checkpoints.load import load_triple
+    from lensft.checkpoints.outputs import refuse_inside_inputs
 
     if third is not None:
         base, s, l = short, long, third
     else:
         base, s, l = None, short, long
+    if json_out is not None:
+        refuse_inside_inputs(json_out, {k: v for k, v in (("base", base), ("short", s), ("long", l)) if v is not None})
     triple = load_triple(base=base, short=s, long=l, check=False)
     with _bar("reading weights") as (bar, task):
         report = check_compatibility(triple, weight_changes=not no_weights,
                                      progress=lambda d, n: bar.update(task, completed=d, total=n))
     _print_report(report)
     if json_out is not None:
-        json_out.write_text(report.model_dump_json(indent=1))
+        write_text_atomic(json_out, report.model_dump_json(indent=1))
     err = report.first_error()
     if err:
         from lensft.errors import IncompatibleCheckpoints

@@ -69,7 +69,7 @@ def load_conflicts(path: str | Path, format: ConflictFormat = "auto", *,
     raw = p.read_text(encoding="utf-8")
     if not raw.strip():
         raise PromptSetError(f"conflict file {p} is empty")
-    first_line = raw.lstrip().splitlines()[0]
+    first_line = raw.lstrip().split("\n")[0]
     if format in ("auto", "lensft") and first_line.startswith("{") and '"lensft_prompt_set"' in first_line:
         ps = read_prompt_set(p)
         if ps.kind != "conflict":
@@ -110,7 +110,7 @@ def _read_records(p: Path, raw: str) -> list[dict[str, Any]]:
             raise PromptSetError(f"{p} holds an empty list")
         return [_as_dict(d, p, i + 1) for i, d in enumerate(data)]
     out = []
-    for i, line in enumerate(raw.splitlines(), start=1):
+    for i, line in enumerate(raw.split("\n"), start=1):
         if line.strip():
             try:
                 out.append(_as_dict(json.loads(line), p, i))

@@ -142,9 +142,10 @@ def _encode_items(handle: ModelHandle, prompts: PromptSet, s: FFNSettings) -> li
                 phases["answer"] = [False] * len(p) + [True] * len(a)
         else:
             raise LensftError(f"ffn_activations takes text, task or conflict prompt sets, not {prompts.kind!r}")
-        if len(ids) > s.max_length:
-            ids = ids[:s.max_length]
-            phases = {k: v[:s.max_length] for k, v in phases.items()}
+        limit = min(s.max_length, handle.max_positions or s.max_length)  # never past a learned position table
+        if len(ids) > limit:
+            ids = ids[:limit]
+            phases = {k: v[:limit] for k, v in phases.items()}
         out.append(_Encoded(it.id, ids, phases))
     return out
 

@@ -31,6 +31,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from lensft.errors import LensftError
 from lensft.handle import ModelHandle
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,16 @@ def model_device(handle: ModelHandle) -> torch.device:
     return handle.input_device
 
 
+def check_positions(handle: ModelHandle, seqs: Sequence[Sequence[int]]) -> None:
+    """Refuse a sequence longer than a learned position table (``handle.max_positions``): the model
+    has no embedding for the positions past it."""
+    limit = handle.max_positions
+    longest = max((len(s) for s in seqs), default=0)
+    if limit is not None and longest > limit:
+        raise LensftError(f"a prompt of {longest} tokens does not fit the {limit} positions of {handle.label}; "
+                          "use shorter prompts for this model")
+
+
 # ---------------------------------------------------------------------------------------- math
 def gather_logprobs(logits: Float[Tensor, "batch seq vocab"],
                     targets: Int[Tensor, "batch seq"]) -> Float[Tensor, "batch seq"]:
@@ -184,6 +195,7 @@ def continuation_logprobs(handle: ModelHandle, prompts: Sequence[Sequence[int]],
     out: list[tuple[float, int]] = []
     dev = model_device(handle)
     pairs = list(zip(prompts, continuations))
+    check_positions(handle, [list(p) + list(c) for p, c in pairs])
     for chunk in batched(pairs, batch_size):
         seqs = [list(p) + list(c) for p, c in chunk]
         b = pad_batch(seqs, pad_id(handle), side="right", device=dev)
@@ -204,6 +216,7 @@ def next_token_logprobs(handle: ModelHandle, prompts: Sequence[Sequence[int]], *
     """log p(next token | prompt) at each prompt's last position, float32 on the CPU."""
     rows = []
     dev = model_device(handle)
+    check_positions(handle, prompts)
     for chunk in batched(list(prompts), batch_size):
         b = pad_batch(chunk, pad_id(handle), side="right", device=dev)
         logits = handle.model(**b.model_inputs()).logits
@@ -241,8 +254,11 @@ def greedy_generate(handle: ModelHandle, prompts: Sequence[Sequence[int]], *, ma
     dev = model_device(handle)
     pid = pad_id(handle)
     out: list[str] = []
+    check_positions(handle, prompts)
     for chunk in batched(list(prompts), batch_size):
         b = pad_batch(chunk, pid, side="left", device=dev)
+        budget = max_new_tokens if handle.max_positions is None else \
+            max(0, min(max_new_tokens, handle.max_positions - max(b.lengths)))  # not past the position table
         n = len(chunk)
         ids, mask = b.input_ids, b.attention_mask
         new = torch.full((n, 0), pid, dtype=torch.long, device=dev)
@@ -251,8 +267,8 @@ def greedy_generate(handle: ModelHandle, prompts: Sequence[Sequence[int]], *, ma
         pos = b.position_ids
         step_ids = ids
         texts = [""] * n
-        gen_len = [max_new_tokens] * n
-        for step in range(max_new_tokens):
+        gen_len = [budget] * n
+        for step in range(budget):
             res = handle.model(input_ids=step_ids, attention_mask=mask, position_ids=pos,
                                past_key_values=past, use_cache=True)
             past = res.past_key_values

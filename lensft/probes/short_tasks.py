@@ -71,7 +71,7 @@ def load_tasks(path: str | Path) -> PromptSet:
     if not p.is_file():
         raise PromptSetError(f"task file {p} does not exist")
     raw = p.read_text(encoding="utf-8")
-    lines = [(i, ln) for i, ln in enumerate(raw.splitlines(), start=1) if ln.strip()]
+    lines = [(i, ln) for i, ln in enumerate(raw.split("\n"), start=1) if ln.strip()]
     if not lines:
         raise PromptSetError(f"task file {p} is empty")
     try:

@@ -19,17 +19,20 @@ def read_prompt_set(path: str | os.PathLike[str]) -> PromptSet:
     p = Path(path)
     if not p.is_file():
         raise PromptSetError(f"prompt set {p} does not exist; pass a JSONL file written by lensft or in the documented format")
-    lines = [ln for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    # JSONL lines end at "\n" only: str.splitlines would also split inside JSON strings that hold
+    # U+0085, U+2028 ... (JSON writers leave those unescaped). Line numbers count blank lines too.
+    lines = [(i, ln) for i, ln in enumerate(p.read_text(encoding="utf-8").split("\n"), start=1) if ln.strip()]
     if not lines:
         raise PromptSetError(f"prompt set {p} is empty")
+    first, head = lines[0]
     try:
-        header = PromptSetHeader.model_validate(json.loads(lines[0]))
+        header = PromptSetHeader.model_validate(json.loads(head))
     except (json.JSONDecodeError, ValidationError) as e:
-        raise PromptSetError(f"{p}:1: not a prompt-set header ({_first_error(e)}); the first line must be "
+        raise PromptSetError(f"{p}:{first}: not a prompt-set header ({_first_error(e)}); the first line must be "
                              '{"lensft_prompt_set": 1, "name": ..., "version": ..., "kind": ...}') from None
     item_type = ITEM_TYPES[header.kind]
     items: list[PromptItem] = []
-    for i, line in enumerate(lines[1:], start=2):
+    for i, line in lines[1:]:
         try:
             items.append(item_type.model_validate(json.loads(line)))  # type: ignore[arg-type]
         except (json.JSONDecodeError, ValidationError) as e:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PromptKind = Literal["task", "needle", "conflict", "text"]
 
@@ -29,6 +29,18 @@ class Span(BaseModel):
     name: str
     start: int = Field(ge=0)
     end: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Span":
+        if self.end < self.start:
+            raise ValueError(f"span {self.name!r} ends ({self.end}) before it starts ({self.start})")
+        return self
+
+    def check_inside(self, text: str, where: str) -> None:
+        """Raise ``ValueError`` when the span runs past the end of ``text`` (``where`` names the field)."""
+        if self.end > len(text):
+            raise ValueError(f"span {self.name!r} [{self.start}, {self.end}) runs past the end of {where} "
+                             f"({len(text)} characters)")
 
 
 class TaskItem(BaseModel):
@@ -66,6 +78,11 @@ class NeedleItem(BaseModel):
     depth: float = Field(ge=0.0, le=1.0, description="relative position of the needle in the haystack")
     meta: dict = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _needle_inside(self) -> "NeedleItem":
+        self.needle.check_inside(self.prompt, "prompt")
+        return self
+
 
 class ConflictItem(BaseModel):
     """A knowledge-conflict item: a context states a counterfactual version of a memorised fact.
@@ -100,6 +117,12 @@ class TextItem(BaseModel):
     text: str
     spans: list[Span] = Field(default_factory=list)
     meta: dict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _spans_inside(self) -> "TextItem":
+        for span in self.spans:
+            span.check_inside(self.text, "text")
+        return self
 
 
 PromptItem = Union[TaskItem, NeedleItem, ConflictItem, TextItem]

@@ -14,6 +14,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from lensft.atomic import write_json_atomic, write_text_atomic
+from lensft.locks import locked
 from lensft.report.claims import claims_table
 from lensft.report.data import StudyData
 from lensft.report.figures import Drawn
@@ -46,8 +47,14 @@ def _write_pngs(figures: dict[str, Drawn], figdir: Path) -> None:
 
 def write_report(results_dir: str | os.PathLike[str], *, png: bool = True) -> Path:
     """Write ``report.html``, ``figures/<id>.html`` (+ ``.png``), ``claims.json`` and ``captions.json``;
-    return the report's path."""
+    return the report's path. Refuses (:class:`~lensft.locks.DirectoryBusy`) while another
+    process writes the directory."""
     root = Path(results_dir)
+    with locked(root, "lensft report"):
+        return _write_report(root, png)
+
+
+def _write_report(root: Path, png: bool) -> Path:
     d = StudyData.load(root)
     figures = build_figures(d)
     claims = claims_table(d)

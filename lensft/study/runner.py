@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from lensft.atomic import write_json_atomic
+from lensft.atomic import remove_stale, write_json_atomic
+from lensft.checkpoints.outputs import refuse_inside_inputs
 from lensft.errors import LensftError
 from lensft.hashing import sha256_json
+from lensft.locks import locked
 from lensft.prompts import PromptSet, cap_per_task, content_hash
 from lensft.results import RESULT_SCHEMA_VERSION, ProbeResult, load_result, save_result
 from lensft.study.config import STEP_NAMES, StudyConfig
@@ -194,14 +196,24 @@ def run(config: StudyConfig, out: str | os.PathLike[str], *, console: Any = None
 
     Raises:
         StudyRecordError: ``out`` holds a study written by an incompatible lensft.
+        DirectoryBusy: another process is writing ``out``.
+        OutputInsideInput: ``out`` is inside (or holds) a checkpoint of the study.
     """
     out = Path(out)
+    refuse_inside_inputs(out, {k: v for k in ("base", "short", "long", "organism_dir") if (v := getattr(config, k))})
+    with locked(out, "lensft study"):
+        remove_stale(out, recursive=True)  # temporaries of a killed run (none of them was installed)
+        return _run(config, out, console, only, organism_progress, executor)
+
+
+def _run(config: StudyConfig, out: Path, console: Any, only: Optional[set[str]],
+         organism_progress: Optional[Callable[..., None]], executor: Optional[Executor]) -> StudyOutcome:
     old = _previous(out)
+    t_start = time.perf_counter()
+    sources = resolve_sources(config, organism_progress)  # inputs are checked before anything is written
+    prepare_seconds = time.perf_counter() - t_start
     (out / "results").mkdir(parents=True, exist_ok=True)
     config.save(out / "study.yaml")
-    t_start = time.perf_counter()
-    sources = resolve_sources(config, organism_progress)
-    prepare_seconds = time.perf_counter() - t_start
     checkpoints = _checkpoint_records(out, sources)
     plans = [(s, p) for s in sources for p in plan_steps(config, s, only)]
     units = [(s, u) for name in STEP_NAMES for s, p in plans if p.name == name for u in p.units]
