@@ -34,9 +34,11 @@ from lensft import __version__
 from lensft.errors import LensftError
 
 if TYPE_CHECKING:
+    from lensft.prompts import PromptSet
     from lensft.study.execute import Progress, UnitOutcome, UnitTask
+    from lensft.study.plan import UnitPlan
     from lensft.study.record import Replicate
-    from lensft.study.sources import ReplicateSource
+    from lensft.study.sources import ReplicateSource, SourcePaths
 
 # This module imports torch and the probes only inside functions: the actor that counts running
 # units (StartBoard) and a driver that only connects stay light.
@@ -57,26 +59,28 @@ def import_ray() -> Any:
     return ray
 
 
-def run_unit(task: UnitTask, driver_version: str, threads: int, board: Any = None) -> WorkerReply:
+def run_unit(plan: UnitPlan, key: str, prompts: PromptSet, paths: SourcePaths, driver_version: str, threads: int,
+             board: Any = None) -> WorkerReply:
     """Worker side of one unit: announce its start, run it on ``threads`` torch threads, return
-    the result as JSON text.
+    the result as JSON text. (The prompt set comes apart from the task: the driver puts each
+    distinct set into Ray's object store once, and units that share it read the one copy.)
 
     A :class:`LensftError` comes back as the reply's error (no retry: the input is at fault);
     any other exception propagates, so Ray retries the unit.
     """
     import torch
 
-    from lensft.study.execute import execute_anywhere, first_line
+    from lensft.study.execute import UnitTask, execute_anywhere, first_line
 
     if board is not None:
-        board.mark.remote(task.key)
+        board.mark.remote(key)
     torch.set_num_threads(threads)
     if driver_version != __version__:
         return (f"LensftError: this worker runs lensft {__version__} but the driver {driver_version}; "
                 "install the same lensft on every node", "", 0.0)
     t0 = time.perf_counter()
     try:
-        result = execute_anywhere(task)
+        result = execute_anywhere(UnitTask(plan, key, prompts, paths))
     except LensftError as e:
         return first_line(e), "", time.perf_counter() - t0
     return None, result.model_dump_json(), time.perf_counter() - t0
@@ -124,7 +128,8 @@ class RayExecutor:
             byte-identical to a local run whose torch uses as many threads (and the same hardware).
         max_retries: times Ray reruns a unit whose worker died or that raised (not a LensftError).
         init_options: extra keywords for ``ray.init`` when this executor connects (e.g.
-            ``num_cpus`` for a local instance, ``runtime_env``).
+            ``num_cpus`` for a local instance, ``runtime_env``; ``log_to_driver`` is False unless
+            given: the workers' output stays in Ray's session logs).
         poll_seconds: how often the driver refreshes the running count while it waits.
 
     Every node must see the checkpoints at the driver's paths (a shared filesystem).
@@ -174,13 +179,26 @@ class RayExecutor:
         remote = ray.remote(num_cpus=self.cpus_per_unit, num_gpus=self.gpus_per_unit,
                             max_retries=self.max_retries, retry_exceptions=True)(run_unit)
         board = ray.remote(num_cpus=0)(StartBoard).remote()
-        refs = {remote.remote(t, __version__, self.threads, board): t for t in tasks}
+        refs = self._submit(ray, remote, tasks, board)
         log.info("submitted %d units to Ray (%s CPU, %s GPU each, %d retries)", len(refs),
                  self.cpus_per_unit, self.gpus_per_unit, self.max_retries)
         try:
             _Driver(ray, refs, board, done, progress, self.poll_seconds).loop()
         finally:
             ray.kill(board)
+
+    def _submit(self, ray: Any, remote: Any, tasks: Sequence[UnitTask], board: Any) -> dict[Any, UnitTask]:
+        """Submit every task; each distinct prompt set goes into the object store once."""
+        from lensft.prompts import content_hash
+
+        shared: dict[str, Any] = {}
+        refs = {}
+        for t in tasks:
+            h = content_hash(t.prompts)
+            if h not in shared:
+                shared[h] = ray.put(t.prompts)
+            refs[remote.remote(t.plan, t.key, shared[h], t.paths, __version__, self.threads, board)] = t
+        return refs
 
     @property
     def threads(self) -> int:
@@ -192,7 +210,8 @@ class RayExecutor:
         if ray.is_initialized():
             return False
         try:
-            ray.init(address=self.address, **self.init_options)
+            # workers' own output stays in Ray's logs: lensft reports each unit's outcome itself
+            ray.init(address=self.address, **{"log_to_driver": False, **self.init_options})
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = self.address or "this machine"
             raise LensftError(f"cannot connect to the Ray cluster at {where} ({type(e).__name__}: {_line(e)}); start one with "
