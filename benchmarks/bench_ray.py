@@ -1,7 +1,8 @@
 """The per-layer swap sweep of an organism study run by the local executor and by Ray with 1 and 2
 workers, side by side in one run: wall time, speed-up and Ray's per-unit overhead.
 
-    python benchmarks/bench_ray.py [--organism quick] [--cpus-per-unit 1] [--repeats 1]
+    python benchmarks/bench_ray.py [--organism quick] [--organism-dir DIR] [--steps layer_sweep]
+                                   [--cpus-per-unit 1] [--repeats 1]
 
 Each Ray run starts a fresh local Ray instance with room for N units at once (``num_cpus`` = N x
 cpus-per-unit) and times the study's unit phase twice: ``cold`` (a fresh instance: every worker
@@ -33,8 +34,9 @@ from lensft.study import STEP_NAMES, StepConfig, StudyConfig, run
 from lensft.study.ray_executor import RayExecutor, import_ray
 
 
-def _config(preset: str, steps: tuple[str, ...]) -> StudyConfig:
-    return StudyConfig(organism=preset, report=False, steps={n: StepConfig(enabled=n in steps) for n in STEP_NAMES})
+def _config(preset: str, organism_dir: Optional[str], steps: tuple[str, ...]) -> StudyConfig:
+    return StudyConfig(organism=preset, organism_dir=organism_dir, report=False,
+                       steps={n: StepConfig(enabled=n in steps) for n in STEP_NAMES})
 
 
 def _timed(cfg: StudyConfig, out: Path, executor: Optional[Any]) -> tuple[float, int]:
@@ -82,13 +84,14 @@ def _ray_runs(cfg: StudyConfig, root: Path, workers: int, cpus: int, repeats: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--organism", default="quick", help="organism preset (tiny, quick, full)")
+    ap.add_argument("--organism-dir", default=None, help="organism build directory (default: lensft's cache)")
     ap.add_argument("--steps", default="layer_sweep", help="comma-separated study steps")
     ap.add_argument("--cpus-per-unit", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=1, help="warm runs per executor (median)")
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    organism.build(a.organism)  # built once (cached), outside every timing
-    cfg = _config(a.organism, tuple(s.strip() for s in a.steps.split(",")))
+    cfg = _config(a.organism, a.organism_dir, tuple(s.strip() for s in a.steps.split(",")))
+    organism.build(a.organism, out=Path(a.organism_dir) / "seed-0" if a.organism_dir else None)  # outside every timing
     root = Path(tempfile.mkdtemp(prefix="lensft-bench-ray-"))
     try:
         _timed(cfg, root / "warmup", None)  # imports, file cache
