@@ -132,7 +132,8 @@ class RayExecutor:
             given: the workers' output stays in Ray's session logs).
         poll_seconds: how often the driver refreshes the running count while it waits.
 
-    Every node must see the checkpoints at the driver's paths (a shared filesystem).
+    Every node must see the checkpoints at the driver's paths (a shared filesystem). A process
+    already connected to Ray (``ray.init``) keeps that connection, whatever ``address`` says.
     """
 
     address: Optional[str] = None
@@ -141,6 +142,7 @@ class RayExecutor:
     max_retries: int = 2
     init_options: dict[str, Any] = field(default_factory=dict)
     poll_seconds: float = 0.5
+    _owned: bool = field(default=False, init=False, repr=False)  # this executor made the connection
 
     def __post_init__(self) -> None:
         if self.gpus_per_unit < 0 or self.cpus_per_unit < 0 or self.gpus_per_unit + self.cpus_per_unit <= 0:
@@ -162,7 +164,7 @@ class RayExecutor:
 
     def __exit__(self, *exc: Any) -> None:
         """Disconnect if :meth:`__enter__` connected (a connection made before it is left open)."""
-        if getattr(self, "_owned", False):
+        if self._owned:
             import_ray().shutdown()
         self._owned = False
 
@@ -197,7 +199,8 @@ class RayExecutor:
             h = content_hash(t.prompts)
             if h not in shared:
                 shared[h] = ray.put(t.prompts)
-            refs[remote.remote(t.plan, t.key, shared[h], t.paths, __version__, self.threads, board)] = t
+            named = remote.options(name=f"lensft {t.where}")  # how the Ray dashboard lists it
+            refs[named.remote(t.plan, t.key, shared[h], t.paths, __version__, self.threads, board)] = t
         return refs
 
     @property
