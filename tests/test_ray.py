@@ -188,12 +188,14 @@ def test_killed_driver_resumes_from_cached_units(cluster: Cluster, llama_triple:
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "lensft.cli.app", *_study_argv(llama_triple, out, config),
             "--executor", "ray", "--address", cluster.address]
-    driver = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "driver.log"
+    with open(log, "w") as f:  # a file, not a pipe: a full pipe would stall the driver
+        driver = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 240
         while len(list((out / "results").glob("*.json"))) < 3 and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert driver.poll() is None, f"the driver ended before it was killed: {driver.stderr.read()[-2000:]}"
+        assert driver.poll() is None, f"the driver ended before it was killed: {log.read_text()[-2000:]}"
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
