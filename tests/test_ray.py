@@ -229,6 +229,7 @@ def test_cli_executor_options_are_checked_before_anything_runs(cluster: Cluster,
     cases = [(["--address", "auto"], "--address apply to Ray: add --executor ray"),
              (["--executor", "ray", "--gpus-per-unit", "1"], "no node of the Ray cluster offers 1.0 CPUs and 1.0 GPUs"),
              (["--executor", "ray", "--gpus-per-unit", "-1"], "a unit needs a positive number of CPUs or GPUs"),
+             (["--executor", "ray", "--device", "cuda"], "Ray shows a unit only the GPUs it reserves"),
              (["--executor", "ray", "--max-retries", "-1"], "max_retries must be 0 or more"),
              (["--executor", "dask"], "'dask' is not one of 'local', 'ray'")]
     for extra, message in cases:

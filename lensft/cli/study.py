@@ -83,6 +83,8 @@ def study(
         "device": device if device != "cpu" else None, "dtype": dtype.value if dtype else None, "batch_size": batch_size})
     only = _steps(steps)
     runner = _executor(executor, address, gpus_per_unit, cpus_per_unit, retries)
+    if runner is not None:
+        runner.check_device(load_options(cfg.device, None).device)  # the config file may name the device
     what = (f"organism {cfg.organism} (seeds {cfg.seeds}, {cfg.sft_seeds} SFT seed(s))" if cfg.is_organism
             else f"triple short={cfg.short} long={cfg.long}")
     err_console.print(f"[bold]lensft study[/] {what} -> {out}")

@@ -122,7 +122,9 @@ class RayExecutor:
             else a new Ray instance here), ``"auto"`` (an existing cluster, found the same way:
             e.g. after ``ray start --head``), ``"HOST:PORT"`` (the head node's GCS address) or
             ``"ray://HOST:PORT"`` (Ray Client).
-        gpus_per_unit: GPUs each unit reserves (0: CPU only; fractions share a GPU).
+        gpus_per_unit: GPUs each unit reserves (0: CPU only; fractions share a GPU). Ray makes them
+            the unit's only visible CUDA devices, so a study on device ``cuda`` runs each unit on its
+            own GPU (``auto`` spreads a unit's model over its GPUs).
         cpus_per_unit: CPUs each unit reserves; the unit runs torch on that many threads (at least
             one). float32 sums depend on how work is split across threads, so results are
             byte-identical to a local run whose torch uses as many threads (and the same hardware).
@@ -168,11 +170,23 @@ class RayExecutor:
             import_ray().shutdown()
         self._owned = False
 
+    def check_device(self, device: str) -> None:
+        """Refuse a study device the units cannot see (Ray hides the GPUs from a unit that reserves
+        none); warn about reserved GPUs that a CPU study leaves idle."""
+        if device not in ("cpu", "meta") and self.gpus_per_unit <= 0:
+            raise LensftError(f"the study runs its models on {device}, but Ray shows a unit only the GPUs it "
+                              "reserves and these reserve none: reserve GPUs per unit", field="gpus_per_unit")
+        if device == "cpu" and self.gpus_per_unit > 0:
+            log.warning("each unit reserves %g GPU(s) but the study runs its models on the CPU; set the study's "
+                        "device to cuda to use them", self.gpus_per_unit)
+
     def run(self, tasks: Sequence[UnitTask], sources: dict[Replicate, ReplicateSource],
             done: Callable[[UnitOutcome], None], progress: Optional[Progress] = None) -> None:
         """Submit every task, then report each outcome through ``done`` as it completes."""
         if not tasks:
             return
+        for device in {s.load.device for s in sources.values()}:
+            self.check_device(device)
         ray = import_ray()
         if not ray.is_initialized():  # used without ``with``: connect for this run only
             with self:
