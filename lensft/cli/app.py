@@ -15,6 +15,7 @@ from importlib import import_module
 import typer
 from typer.exceptions import TyperException
 from rich.console import Console
+from rich.markup import escape
 
 from lensft import __version__
 from lensft.errors import LensftError
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False, prog_name="lensft")
     except LensftError as e:
-        err_console.print(f"[bold red]error:[/] {_with_flag(e, argv)}", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(_with_flag(e, argv))}", soft_wrap=True)
         return _exit(1)
     except typer.Exit as e:
         return _exit(getattr(e, "exit_code", 0))
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if type(e).__name__ == "NoArgsIsHelpError":  # help was printed for a bare command
             return _exit(0)
         msg = e.format_message() if hasattr(e, "format_message") else str(e)
-        err_console.print(f"[bold red]error:[/] {msg} (see --help)", soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(msg)} (see --help)", soft_wrap=True)
         return _exit(1)
     except KeyboardInterrupt:
         err_console.print("[bold red]error:[/] interrupted", soft_wrap=True)
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             err_console.print(f"[bold red]error:[/] {_file_system_error(e)}", soft_wrap=True)
             return _exit(1)
         err_console.print(
-            f"[bold red]internal error:[/] {type(e).__name__}: {e} "
+            f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} "
             "(this is a bug in lensft; rerun with LENSFT_DEBUG=1 for the traceback)",
             soft_wrap=True,
         )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lensft.cli.options import BatchSizeOpt, DeviceOpt, DtypeOpt, load_options, memory_errors_as_flags
@@ -23,9 +26,19 @@ Examples:
 
   lensft study --base B --short S --long L --out runs/mine  # your own triple (mixes are skipped)
 
+  lensft study --organism quick --executor ray --address auto  # units as Ray tasks on a cluster
+
 Results are cached per step under --out: rerunning resumes an interrupted study, and a changed
-step reruns alone. The report (report.html, figures/) is written at the end.
+step reruns alone. The report (report.html, figures/) is written at the end. On Ray, every node
+must see the checkpoints at the same paths (a shared filesystem).
 """
+
+
+class ExecutorKind(str, Enum):
+    """Where a study's units run (``--executor``)."""
+
+    local = "local"
+    ray = "ray"
 
 
 def study(
@@ -47,6 +60,15 @@ def study(
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = None,
     batch_size: BatchSizeOpt = None,
+    executor: Annotated[ExecutorKind, typer.Option("--executor", help="where units run: here, one after another, or as "
+                                               "Ray tasks on a cluster (needs lensft\\[ray])")] = ExecutorKind.local,
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster: auto (the one started on this "
+                                                   "machine), HOST:PORT or ray://HOST:PORT; default: $RAY_ADDRESS, the "
+                                                   "cluster on this machine or a new Ray instance here")] = None,
+    gpus_per_unit: Annotated[float, typer.Option("--gpus-per-unit", help="GPUs each unit reserves on Ray")] = 0.0,
+    cpus_per_unit: Annotated[float, typer.Option("--cpus-per-unit", help="CPUs (and torch threads) each unit "
+                                                 "reserves on Ray")] = 1.0,
+    retries: Annotated[int, typer.Option("--max-retries", help="times Ray reruns a unit that failed")] = 2,
 ) -> None:
     from lensft.report.pipeline import run_study
 
@@ -60,18 +82,36 @@ def study(
         "report": False if no_report else None, "png": False if no_png else None,
         "device": device if device != "cpu" else None, "dtype": dtype.value if dtype else None, "batch_size": batch_size})
     only = _steps(steps)
+    runner = _executor(executor, address, gpus_per_unit, cpus_per_unit, retries)
+    if runner is not None:
+        runner.check_device(load_options(cfg.device, None).device)  # the config file may name the device
     what = (f"organism {cfg.organism} (seeds {cfg.seeds}, {cfg.sft_seeds} SFT seed(s))" if cfg.is_organism
             else f"triple short={cfg.short} long={cfg.long}")
     console.print(f"[bold]lensft study[/] {what} -> {out}", soft_wrap=True)
     progress = None if quiet else organism_progress(err_console)
-    with memory_errors_as_flags():
-        outcome = run_study(cfg, out, console=None if quiet else err_console, only=only, organism_progress=progress)
+    with memory_errors_as_flags(), runner or nullcontext():
+        outcome = run_study(cfg, out, console=None if quiet else err_console, only=only, organism_progress=progress,
+                            executor=runner)
     _print_steps(outcome.record)
     if outcome.report:
         _print_claims(out)
         console.print(f"report: {outcome.report}")
     if outcome.failures:
         raise typer.Exit(1)
+
+
+def _executor(kind: ExecutorKind, address: Optional[str], gpus: float, cpus: float, retries: int):  # noqa: ANN202
+    """The executor the options ask for (None: the runner's local default)."""
+    if kind is ExecutorKind.local:
+        given = [f for f, v in (("--address", address), ("--gpus-per-unit", gpus), ("--max-retries", retries != 2),
+                                ("--cpus-per-unit", cpus != 1.0)) if v]
+        if given:
+            raise StudyConfigError(f"{', '.join(given)} apply to Ray: add --executor ray")
+        return None
+    from lensft.study.ray_executor import RayExecutor, import_ray
+
+    import_ray()  # a missing ray is one line before anything runs
+    return RayExecutor(address=address, gpus_per_unit=gpus, cpus_per_unit=cpus, max_retries=retries)
 
 
 def organism_progress(con: Console):  # noqa: ANN201
@@ -119,9 +159,9 @@ def _print_steps(record) -> None:  # noqa: ANN001
         t.add_row(s.name, s.status, str(s.n_run), str(s.n_cached), f"{s.seconds:.1f}")
     console.print(t)
     for reason in record.skipped:
-        console.print(f"[yellow]skipped[/] {reason}")
+        console.print(f"[yellow]skipped[/] {escape(reason)}")
     for f in record.failures:
-        console.print(f"[bold red]failed[/] {f}")
+        console.print(f"[bold red]failed[/] {escape(f)}")
 
 
 def report(

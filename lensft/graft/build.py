@@ -61,7 +61,7 @@ def graft_model(triple: CheckpointTriple, spec: GraftSpec, options: LoadOptions 
     tokenizer = AutoTokenizer.from_pretrained(host.path, local_files_only=True)
     prov = Provenance(
         label=spec.label,
-        sources={v.value: str(triple[v].path.resolve()) for v in spec.variants()},
+        sources={v.value: str(triple[v].path.resolve()) for v in sorted(spec.variants(), key=lambda v: v.value)},
         graft=spec.model_dump(mode="json"),
         dtype=str(dtype).replace("torch.", ""),
         device=str(placement),
