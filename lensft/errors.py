@@ -43,3 +43,7 @@ class OutputExists(LensftError):
 
 class PromptSetError(LensftError):
     """A prompt-set or dataset file is missing or malformed."""
+
+
+class ViewError(LensftError):
+    """A model cannot be opened in another library (TransformerLens) faithfully."""
