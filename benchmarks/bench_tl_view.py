@@ -16,9 +16,15 @@ build time (including its built-in 16-token check), and forward time of the HF m
 view on the same random ``--tokens`` ids (fastest of ``--repeats``), plus the view's
 ``run_with_cache`` keeping only attention patterns.
 
-Usage (about 2 minutes; run under the lock)::
+``--faithfulness`` instead prints, for a pico triple of every family (checkpoint, all-layer graft
+``short + long.mha``, band graft layers 1:2 at alpha 0.5) and for SmolLM2 itself, the largest
+difference between the view's and the HF model's logits and between the per-query attention
+entropy of the view's patterns and lensft's streamed statistics, on 64 random tokens.
+
+Usage (about 2 minutes each; run under the lock)::
 
     python benchmarks/bench_tl_view.py [--model DIR] [--tokens 256] [--repeats 3] [--modes hf hooked ...]
+    python benchmarks/bench_tl_view.py --faithfulness
 """
 
 from __future__ import annotations
@@ -68,14 +74,22 @@ def owned_mib(view, handle_model) -> float:
     return sum(mine.values()) / 2**20
 
 
-def best_of(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+    """Fastest of ``repeats`` timed calls of each function, the functions taking turns (so a busy
+    neighbour on the machine slows them alike); one warm-up call each first."""
+    for f in fns.values():
+        f()
+    best = {k: float("inf") for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for k, f in fns.items():
+            best[k] = min(best[k], timed(f))
+    return best
 
 
 def worker(mode: str, model_dir: str, tokens: int, repeats: int) -> dict:
@@ -85,11 +99,12 @@ def worker(mode: str, model_dir: str, tokens: int, repeats: int) -> dict:
     from lensft.handle import load_model
 
     h = load_model(model_dir)
-    gc.collect()
-    row: dict = {"mode": mode, "rss_handle_mib": rss_mib()}
     ids = torch.randint(4, h.config.vocab_size, (1, tokens), generator=torch.Generator().manual_seed(0))
+    hf = {"hf_forward_s": lambda: h.model(input_ids=ids, use_cache=False)}
     with torch.no_grad():
-        row["hf_forward_s"] = best_of(lambda: h.model(input_ids=ids, use_cache=False), repeats)
+        row: dict = {"mode": mode, **interleaved(hf, repeats)}  # also pages every weight in
+    gc.collect()
+    row["rss_handle_mib"] = rss_mib()
     if mode == "hf":
         row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return row
@@ -98,10 +113,12 @@ def worker(mode: str, model_dir: str, tokens: int, repeats: int) -> dict:
     row["build_s"] = time.perf_counter() - t0
     gc.collect()
     row.update(rss_view_mib=rss_mib(), owned_mib=owned_mib(view, h.model), backend=view.lensft_backend)
+    fns = {"view_forward_s": lambda: view(ids),
+           "view_cache_patterns_s": lambda: view.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_pattern"))}
+    if mode != "hooked_drop":
+        fns.update(hf)
     with torch.no_grad():
-        row["view_forward_s"] = best_of(lambda: view(ids), repeats)
-        row["view_cache_patterns_s"] = best_of(
-            lambda: view.run_with_cache(ids, names_filter=lambda n: n.endswith("attn.hook_pattern")), repeats)
+        row.update(interleaved(fns, repeats))
     row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return row
 
@@ -134,6 +151,51 @@ def print_table(rows: list[dict], model_dir: Path, tokens: int, repeats: int) ->
         print(f"weights of the handle (fp32): {base['rss_handle_mib']:.0f} MiB resident including the interpreter")
 
 
+def max_gaps(h, view, ids) -> tuple[float, float]:
+    """(max |logit difference|, max |entropy difference| in nats) between ``view`` and the handle."""
+    import torch
+
+    from lensft.probes.attention_kernel import collect_attention
+
+    with torch.no_grad():
+        logits, cache = view.run_with_cache(ids, names_filter=lambda n: n.endswith("attn.hook_pattern"))
+        with collect_attention(h, keep_per_query=True) as col:
+            ref = h.model(ids).logits
+    ent = max(float((torch.special.entr(cache[f"blocks.{i}.attn.hook_pattern"][0].double()).sum(-1)
+                     - col.per_query[i][0].entropy[0].double()).abs().max()) for i in range(h.n_layers))
+    return float((logits - ref).abs().max()), ent
+
+
+def faithfulness(smollm2: Path) -> None:
+    import tempfile
+
+    import torch
+
+    from lensft.checkpoints.load import load_triple
+    from lensft.graft import GraftSpec, graft_model, variant_model
+    from lensft.handle import load_model
+    from lensft.pico import PICO_CONFIGS, build_pico_triple
+
+    torch.set_num_threads(2)
+    specs = {"checkpoint": None, "graft all": dict(mha="long", ffn="short"),
+             "graft 1:2 a=.5": dict(mha="long", ffn="short", layers="1:2", alpha=0.5)}
+    print(f"{'model':<10} {'variant':<15} {'backend':<7} {'max |d logit|':>13} {'max |d entropy|':>15}")
+    with tempfile.TemporaryDirectory(prefix="lensft-bench-tl-") as tmp:
+        for fam in PICO_CONFIGS:
+            triple = load_triple(**{v.value: p for v, p in build_pico_triple(Path(tmp) / fam, fam).items()})
+            for name, spec in specs.items():
+                h = graft_model(triple, GraftSpec.build(**spec)) if spec else variant_model(triple, "short")
+                ids = torch.randint(4, h.config.vocab_size, (1, 64), generator=torch.Generator().manual_seed(0))
+                view = h.transformer_lens()
+                dl, de = max_gaps(h, view, ids)
+                print(f"{fam:<10} {name:<15} {view.lensft_backend:<7} {dl:>13.1e} {de:>15.1e}", flush=True)
+    h = load_model(smollm2)
+    ids = torch.randint(4, h.config.vocab_size, (1, 64), generator=torch.Generator().manual_seed(0))
+    for backend in ("hooked", "bridge"):
+        dl, de = max_gaps(h, h.transformer_lens(backend=backend), ids)
+        print(f"{'SmolLM2':<10} {'checkpoint':<15} {backend:<7} {dl:>13.1e} {de:>15.1e}", flush=True)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         print(json.dumps(worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))), flush=True)
@@ -143,8 +205,12 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
+    ap.add_argument("--faithfulness", action="store_true", help="print view vs HF differences per family instead")
     args = ap.parse_args()
     model_dir = args.model or default_model()
+    if args.faithfulness:
+        faithfulness(model_dir)
+        return
     t0 = time.perf_counter()
     rows = []
     for mode in args.modes:

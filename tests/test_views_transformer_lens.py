@@ -176,6 +176,15 @@ def test_keep_hf_false_frees_the_hf_weights_and_the_handle_says_so(pico_triples)
         assert_close(view(ids), before, **LOGIT_TOL)
 
 
+def test_releasing_a_graft_leaves_the_triple_cache_intact(llama_triple) -> None:
+    triple = load_triple(**{v.value: p for v, p in llama_triple.items()})
+    g = graft_model(triple, GraftSpec.build(mha="long", ffn="short"))
+    g.transformer_lens(keep_hf=False)
+    assert all(t.device.type == "cpu" for t in triple.tensors("long").values())
+    short = lensft.variant_model(triple, "short")  # built from the same cached tensors
+    assert_faithful(short, short.transformer_lens(), _ids(short))
+
+
 def test_bridge_view_shares_weights_and_leaves_the_handle_untouched(pico_triples) -> None:
     h = load_model(pico_triples["gemma2"][Variant.BASE])
     h.nnsight()  # a handle already wrapped by nnsight still opens
@@ -224,3 +233,26 @@ def test_public_api_variant_view(llama_triple) -> None:
     view = transformer_lens_view(lensft.variant_model(triple, "long"))
     assert view.lensft_provenance.label == "long" and view.lensft_provenance.graft is None
     assert view.cfg.model_name == "long"
+
+
+def test_config_sources_resolve_in_order_with_arithmetic() -> None:
+    from lensft.families.spec import HookedTransformerMap
+    from lensft.views.tl_config import hooked_config_fields, read_hf, unmet_requirements
+
+    cfg = {"n_embd": 48, "n_head": 4, "n_inner": None, "rope": {"frac": 0.25, "type": "yarn"}}
+    assert read_hf(cfg, "rope.frac") == 0.25 and read_hf(cfg, "rope.missing") is None and read_hf(cfg, "n_inner") is None
+    m = HookedTransformerMap.model_validate({
+        "architecture": "X", "weights": "convert_x",
+        "config": {"d_model": ["n_embd"], "n_heads": ["n_head"],
+                   "d_head": ["head_dim", {"hf": "n_embd", "divide_by": "n_heads"}],
+                   "d_mlp": ["n_inner", {"hf": "n_embd", "factor": 4}],
+                   "rotary_dim": [{"hf": "rope.frac", "times": "d_head"}], "window": ["sliding_window"]},
+        "constants": {"normalization_type": "LN"},
+        "requires": {"rope.type": ["default", None], "n_head": [4]}})
+    assert hooked_config_fields(cfg, m) == {"d_model": 48, "n_heads": 4, "d_head": 12, "d_mlp": 192,
+                                                            "rotary_dim": 3, "normalization_type": "LN"}
+    assert unmet_requirements(cfg, m) == ["rope.type='yarn'"]
+    broken = HookedTransformerMap.model_validate({"architecture": "X", "weights": "convert_x",
+                                                  "config": {"d_head": [{"hf": "n_embd", "divide_by": "n_heads"}]}})
+    with pytest.raises(ViewError, match="uses 'n_heads' before it is resolved"):
+        hooked_config_fields(cfg, broken)
