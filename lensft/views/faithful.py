@@ -8,8 +8,10 @@ from torch import Tensor, nn
 from lensft.errors import ViewError
 
 #: largest |log p(view) - log p(HF)| (nats) accepted when a view is built, per weight dtype: a
-#: conversion mistake moves log-probs by whole nats; float rounding stays far below these.
-CHECK_TOLERANCE: dict[torch.dtype, float] = {torch.float64: 1e-6, torch.float32: 1e-3, torch.float16: 0.1,
+#: conversion mistake moves log-probs by whole nats; float rounding stays far below these. float64
+#: gets no tighter bound: HF computes RoPE angles and the eager softmax in float32 for every dtype
+#: (SmolLM2 in float64: 2e-5 nats between the view and HF, 1e-5 between HF's own sdpa and eager).
+CHECK_TOLERANCE: dict[torch.dtype, float] = {torch.float64: 1e-3, torch.float32: 1e-3, torch.float16: 0.1,
                                              torch.bfloat16: 0.5}
 
 
