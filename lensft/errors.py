@@ -67,3 +67,7 @@ class InsufficientMemory(LensftError):
 
 class OutputInsideInput(LensftError):
     """An output path lies inside an input checkpoint, which lensft never writes into."""
+
+
+class ViewError(LensftError):
+    """A model cannot be opened in another library (TransformerLens) faithfully."""

@@ -147,6 +147,18 @@ class ModelHandle:
             self._nnsight = NNsight(self.model)
         return self._nnsight
 
+    def transformer_lens(self, *, backend: str = "auto", keep_hf: bool = True, check: bool = True,
+                         **processing: bool) -> Any:
+        """A TransformerLens model of this handle's in-memory weights, provenance attached
+        (``view.lensft_provenance``); no disk, no network. ``HookedTransformer`` for the llama
+        (and mistral), qwen2, qwen3, gpt2 and gpt_neox families, ``TransformerBridge`` for gemma
+        and gemma2 and for configs the HookedTransformer map is not faithful for. ``keep_hf=False``
+        frees this handle's HF weights once a HookedTransformer copy exists. Details, flags and
+        errors: :func:`lensft.views.transformer_lens_view`."""
+        from lensft.views import transformer_lens_view
+
+        return transformer_lens_view(self, backend=backend, keep_hf=keep_hf, check=check, **processing)
+
 
 # ----------------------------------------------------------------------------------------
 def load_model(path: str | Path, options: LoadOptions | None = None, *, attn_implementation: str | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property
-from typing import Optional
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,6 +73,57 @@ class TensorInfo(BaseModel):
     optional: bool = False
 
 
+class ConfigSource(BaseModel):
+    """One way to compute a TransformerLens config field from a Hugging Face config.
+
+    The base value is ``hf`` (a dotted path into the HF config: attributes, then dict keys; a
+    missing step reads as null) or ``tl`` (a field resolved earlier in the same map). It is then
+    multiplied by ``factor`` and by the field ``times``, divided by the field ``divide_by``; any
+    arithmetic result is rounded to the nearest integer (TransformerLens's convention for
+    ``rotary_dim``). A plain string in a family file is shorthand for ``{"hf": <string>}``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    hf: Optional[str] = None
+    tl: Optional[str] = None
+    factor: float = 1.0
+    times: Optional[str] = None
+    divide_by: Optional[str] = None
+
+
+class HookedTransformerMap(BaseModel):
+    """How to build TransformerLens's ``HookedTransformer`` for a family from an in-memory model.
+
+    ``config`` maps each ``HookedTransformerConfig`` field to the sources tried in order (the
+    first non-null wins; fields are resolved in file order, so later sources may use earlier
+    fields); ``constants`` are fixed fields. ``weights`` names the converter function in
+    ``transformer_lens.pretrained.weight_conversions`` that turns the HF model's modules into
+    TransformerLens's weight layout. ``requires`` lists HF config values the map is faithful
+    for (path -> allowed values, null meaning absent); a checkpoint outside them (a sliding
+    window, scaled RoPE, biases the converter drops) opens through ``TransformerBridge`` instead.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    architecture: str = Field(description="TransformerLens's original_architecture name")
+    weights: str = Field(description="converter function in transformer_lens.pretrained.weight_conversions")
+    config: dict[str, list[Union[str, ConfigSource]]]
+    constants: dict[str, Any] = Field(default_factory=dict)
+    requires: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class TransformerLensMap(BaseModel):
+    """Which TransformerLens model a family opens as (see :mod:`lensft.views`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hooked: Optional[HookedTransformerMap] = Field(
+        None, description="HookedTransformer map; null when TransformerLens's HookedTransformer cannot build the family")
+    bridge: bool = Field(True, description="TransformerBridge wraps this family's HF modules")
+    note: str = ""
+
+
 class FamilySpec(BaseModel):
     """Everything lensft knows about one architecture family."""
 
@@ -91,6 +142,8 @@ class FamilySpec(BaseModel):
         default_factory=dict,
         description="on-disk name -> name in the instantiated transformers model, where they differ",
     )
+    transformer_lens: Optional[TransformerLensMap] = Field(
+        None, description="how lensft opens the family in TransformerLens; null: not supported")
 
     @cached_property
     def _patterns(self) -> list[tuple[re.Pattern[str], TensorTemplate]]:
