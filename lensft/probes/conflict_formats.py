@@ -27,7 +27,7 @@ Formats (``format="auto"`` picks one from the file's first record):
 
 Tiny examples of each format ship in ``lensft/probes/data/`` (:func:`example_path`). The built-in
 real-world conflict set (:func:`real_world_conflicts`, ``conflict_default.jsonl``, rebuilt by
-``lensft/probes/data/make_conflict_default.py``) holds 314 true facts over six relations.
+``lensft/probes/data/make_conflict_default.py``) holds over 300 true facts over six relations.
 """
 
 from __future__ import annotations

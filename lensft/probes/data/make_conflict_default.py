@@ -6,7 +6,8 @@ Six relations, each a table of true facts (subject, object, aliases of the objec
 for 2025: country capitals, country currencies, official languages (only countries whose
 constitution or language law names one national official language), chemical symbols, authors of
 famous books and the cities of landmarks. Facts whose answer changed recently or is disputed
-(e.g. the capitals of Bolivia, Kazakhstan, Indonesia; Croatia's and Bulgaria's currencies; the
+(e.g. the capitals of Bolivia, Kazakhstan, Indonesia and Egypt, whose government moved to its new
+administrative capital; Croatia's and Bulgaria's currencies; Iran's, which is being redenominated; the
 official languages of Mali, Mexico or the United States) are left out on purpose.
 
 Every fact becomes one ``conflict`` item:
@@ -55,7 +56,7 @@ CAPITALS = [
     ("South Korea", "Seoul"), ("North Korea", "Pyongyang"), ("Thailand", "Bangkok"), ("Vietnam", "Hanoi"),
     ("the Philippines", "Manila"), ("Pakistan", "Islamabad"), ("Bangladesh", "Dhaka"), ("Nepal", "Kathmandu"),
     ("Afghanistan", "Kabul"), ("Iran", "Tehran"), ("Iraq", "Baghdad"), ("Saudi Arabia", "Riyadh"),
-    ("Syria", "Damascus"), ("Lebanon", "Beirut"), ("Jordan", "Amman"), ("Turkey", "Ankara"), ("Egypt", "Cairo"),
+    ("Syria", "Damascus"), ("Lebanon", "Beirut"), ("Jordan", "Amman"), ("Turkey", "Ankara"),
     ("Kenya", "Nairobi"), ("Ethiopia", "Addis Ababa"), ("Nigeria", "Abuja"), ("Ghana", "Accra"),
     ("Morocco", "Rabat"), ("Algeria", "Algiers"), ("Senegal", "Dakar"), ("Canada", "Ottawa"),
     ("the United States", "Washington, D.C.", "Washington"), ("Mexico", "Mexico City"), ("Cuba", "Havana"),
