@@ -215,10 +215,15 @@ def context_scores(handle: ModelHandle, items: Sequence[ConflictItem], enc: Sequ
                    recs: list[dict[str, Any]], s: KnowledgeSettings) -> None:
     """(b) open answers and (c) margins into ``recs``."""
     lp_ctx, lp_mem = answer_logprobs(handle, enc, s.batch_size)
-    for r, c, m in zip(recs, lp_ctx, lp_mem):
-        margin = None if c is None else c - m
-        mr = None if margin is None else float(memorisation_ratio(torch.tensor(margin, dtype=torch.float64)))
-        r.update(logp_ctx=c, logp_mem=m, margin=margin, mr_prob=mr)
+    margins = [None if c is None else c - m for c, m in zip(lp_ctx, lp_mem)]
+    have = [k for k, g in enumerate(margins) if g is not None]
+    mr: list[Optional[float]] = [None] * len(margins)
+    if have:
+        ratios = memorisation_ratio(torch.tensor([margins[k] for k in have], dtype=torch.float64)).tolist()
+        for k, q in zip(have, ratios):
+            mr[k] = q
+    for r, c, m, g, q in zip(recs, lp_ctx, lp_mem, margins, mr):
+        r.update(logp_ctx=c, logp_mem=m, margin=g, mr_prob=q)
     if s.generate:
         preds = greedy_generate(handle, [e[0] for e in enc], max_new_tokens=s.max_new_tokens, batch_size=s.batch_size)
         for r, p, it in zip(recs, preds, items):
