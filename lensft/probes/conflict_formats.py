@@ -9,10 +9,12 @@ Formats (``format="auto"`` picks one from the file's first record):
   JSONL or CSV records with ``statement`` and ``label`` (true/false, 1/0, "TRUE"/"FALSE"); optional
   ``context`` (the new-knowledge sentence for this item; default: the loader's ``new_knowledge``
   argument, the same sentence for every item as in Jin et al.), ``question`` (default: derived from
-  a statement of the form ``"S is P."`` as ``"Is s P?"``), ``domain``, ``id``. The yes/no prompt is
+  a statement of the form ``"S is P."`` as ``"Is s P?"``), ``context_addresses`` (whether the
+  context answers the question; default: true for a record's own ``context``, false for the shared
+  sentence, which is about another city), ``domain``, ``id``. The yes/no prompt is
   ``"{context} {question} Answer 'Yes' or 'No'."``; ``yn_label`` = ``label`` (the memorised truth),
-  ``memory_answer`` is "Yes"/"No" accordingly and ``context_answer`` the other one (the context
-  is taken to contradict the statement).
+  ``memory_answer`` is "Yes"/"No" accordingly; ``context_answer`` is the other one where the
+  context addresses the question (it is taken to contradict the statement) and None otherwise.
 - ``conflictqa``: ConflictQA (Xie et al. 2023, ``osunlp/ConflictQA``) JSON array or JSONL with
   ``question``, ``memory_answer``, ``counter_answer`` and ``counter_memory_aligned_evidence``
   (falling back to ``counter_memory``); ``ground_truth`` and ``popularity`` go to ``meta``.
@@ -23,7 +25,9 @@ Formats (``format="auto"`` picks one from the file's first record):
   after the instruction's first ``": "`` is the closed-book prompt. These sets are plain-text
   continuations (``chat: false``); answers are stripped of their leading space.
 
-Tiny hand-written examples of each format ship in ``lensft/probes/data/`` (:func:`example_path`).
+Tiny examples of each format ship in ``lensft/probes/data/`` (:func:`example_path`). The built-in
+real-world conflict set (:func:`real_world_conflicts`, ``conflict_default.jsonl``, rebuilt by
+``lensft/probes/data/make_conflict_default.py``) holds over 300 true facts over six relations.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import ValidationError
 
@@ -50,7 +54,8 @@ DEFAULT_NEW_KNOWLEDGE = "You should know the new geography knowledge: Shijiazhua
 YN_INSTRUCTION = "Answer 'Yes' or 'No'."
 
 _EXAMPLES = {"yesno": "conflict_yesno_example.jsonl", "conflictqa": "conflictqa_example.jsonl",
-             "memo_trap": "memo_trap_example.csv", "lensft": "conflict_default.jsonl"}
+             "memo_trap": "memo_trap_example.csv", "lensft": "conflict_example.jsonl"}
+REAL_WORLD = "conflict_default.jsonl"
 
 
 def example_path(fmt: str) -> Path:
@@ -58,6 +63,29 @@ def example_path(fmt: str) -> Path:
     if fmt not in _EXAMPLES:
         raise PromptSetError(f"no example for format {fmt!r}; formats: {', '.join(_EXAMPLES)}")
     return Path(str(resources.files("lensft.probes") / "data" / _EXAMPLES[fmt]))
+
+
+def real_world_conflicts(relations: Sequence[str] | None = None, per_relation: int | None = None) -> PromptSet:
+    """The built-in real-world conflict set: capitals, currencies, official languages, chemical symbols,
+    authors and landmark cities (item ``domain`` = relation), each fact with a counterfactual context, a
+    closed-book question and a yes/no form with labels balanced within each relation.
+
+    ``relations`` keeps only those relations; ``per_relation`` keeps the first n items of each (labels stay
+    near-balanced: they alternate within a relation).
+    """
+    ps = read_prompt_set(Path(str(resources.files("lensft.probes") / "data" / REAL_WORLD)))
+    known = sorted({it.domain for it in ps.items})
+    bad = sorted(set(relations or ()) - set(known))
+    if bad:
+        raise PromptSetError(f"no relation {', '.join(bad)} in the real-world conflict set; relations: {', '.join(known)}")
+    if per_relation is not None and per_relation < 1:
+        raise PromptSetError("per_relation must be at least 1")
+    kept, seen = [], dict.fromkeys(known, 0)
+    for it in ps.items:
+        if (relations is None or it.domain in relations) and (per_relation is None or seen[it.domain] < per_relation):
+            kept.append(it)
+            seen[it.domain] += 1
+    return PromptSet(header=ps.header, items=kept)
 
 
 def load_conflicts(path: str | Path, format: ConflictFormat = "auto", *,
@@ -158,7 +186,7 @@ _FALSE = {"false", "0", "no", "f", "n"}
 _IS = re.compile(r"^(?P<subj>.+?)\s+is\s+(?P<rest>.+?)[.!]?$")
 
 
-def _bool(v: Any, p: Path, i: int) -> bool:
+def _bool(v: Any, p: Path, i: int, field: str = "label") -> bool:
     if isinstance(v, bool):
         return v
     s = str(v).strip().lower()
@@ -166,7 +194,7 @@ def _bool(v: Any, p: Path, i: int) -> bool:
         return True
     if s in _FALSE:
         return False
-    raise PromptSetError(f"{p}: record {i + 1}: label {v!r} is not true/false or 1/0")
+    raise PromptSetError(f"{p}: record {i + 1}: {field} {v!r} is not true/false or 1/0")
 
 
 def statement_to_question(statement: str) -> str | None:
@@ -188,14 +216,17 @@ def _yesno_item(r: dict[str, Any], i: int, p: Path, new_knowledge: str) -> Confl
     question = str(r.get("question") or "").strip() or statement_to_question(statement)
     if not question:
         raise PromptSetError(f"{p}: record {i + 1}: cannot turn {statement!r} into a question; add a 'question' field")
-    context = str(r.get("context") or "").strip() or new_knowledge
+    own = str(r.get("context") or "").strip()
+    context = own or new_knowledge
+    addresses = _bool(r["context_addresses"], p, i, "context_addresses") if r.get("context_addresses") is not None else bool(own)
     yn = f"{context} {question} {YN_INSTRUCTION}"
     mem, ctx = ("Yes", "No") if label else ("No", "Yes")
-    meta = {k: v for k, v in r.items() if k not in {"statement", "label", "question", "context", "domain", "id"}}
+    meta = {k: v for k, v in r.items()
+            if k not in {"statement", "label", "question", "context", "context_addresses", "domain", "id"}}
     meta["statement"] = statement
     return _item(p, i, id=str(r.get("id") or i), domain=str(r.get("domain") or "geography"), context=context,
                  question=question, prompt=yn, closed_book_prompt=f"{question} {YN_INSTRUCTION}",
-                 memory_answer=mem, context_answer=ctx, yn_prompt=yn, yn_label=label, meta=meta)
+                 memory_answer=mem, context_answer=ctx if addresses else None, yn_prompt=yn, yn_label=label, meta=meta)
 
 
 def _conflictqa_item(r: dict[str, Any], i: int, p: Path) -> ConflictItem:

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from lensft.errors import IncompatibleCheckpoints, LensftError
 from lensft.handle import ModelHandle
-from lensft.probes.knowledge import encode_conflict
+from lensft.probes.conflict_encoding import encode_conflict
 from lensft.probes.scoring import (batched, continuation_text, encode_continuation, encode_prompt, gather_logprobs,
                                    model_device, pad_batch, pad_id, prompt_text)
 from lensft.probes.registry import register_probe

@@ -91,6 +91,8 @@ class ConflictItem(BaseModel):
     memorised answer). ``prompt`` is the context followed by the open question. The yes/no form
     (``yn_prompt``, ``yn_label``) follows the paper: ``yn_label`` is the answer under the
     *memorised* (parametric) knowledge, so higher yes/no accuracy means following memory.
+    ``context_answer`` is None when the context does not address the question (Jin et al.'s fixed
+    new-knowledge sentence about another city): such items have no context answer to follow.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -102,7 +104,7 @@ class ConflictItem(BaseModel):
     prompt: str = Field(description="context + question, the user turn")
     closed_book_prompt: str
     memory_answer: str
-    context_answer: str
+    context_answer: Optional[str] = None
     yn_prompt: Optional[str] = None
     yn_label: Optional[bool] = None
     meta: dict = Field(default_factory=dict)
