@@ -35,3 +35,7 @@ class OutputExists(LensftError):
 
 class PromptSetError(LensftError):
     """A prompt-set or dataset file is missing or malformed."""
+
+
+class EvaluationError(LensftError):
+    """A benchmark run cannot start: an unknown task, a dataset missing offline, lm-eval not installed."""

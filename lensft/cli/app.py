@@ -40,6 +40,7 @@ _COMMAND_MODULES = (
     "lensft.cli.swap",
     "lensft.cli.probe",
     "lensft.cli.study",
+    "lensft.cli.eval",
 )
 
 

@@ -38,6 +38,7 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "lensft.probes.ffn_activations",
     "lensft.probes.short_tasks",
     "lensft.probes.knowledge",
+    "lensft.evaluation.probe",  # imports lm-eval only when run
 )
 
 P = TypeVar("P", bound=type)
