@@ -76,7 +76,8 @@ def task_managers(names: Sequence[str], include_paths: Sequence[str | Path] = ()
             out[n] = local
             continue
         if n not in registry().task_index:
-            near = difflib.get_close_matches(n, registry().all_tasks, n=3, cutoff=0.7)
+            known = registry().all_tasks + (local.all_tasks if local is not None else [])
+            near = difflib.get_close_matches(n, known, n=3, cutoff=0.7)
             hint = f" Did you mean {', '.join(near)}?" if near else ""
             raise EvaluationError(f"lm-eval has no task, group or tag {n!r}.{hint} For your own task, put its YAML "
                                   "file in a directory and add that directory to the include path")
