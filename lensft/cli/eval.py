@@ -33,13 +33,16 @@ Examples:
   # a lensft task prompt set, scored by lm-eval exactly as the short_tasks probe scores it
   lensft eval --model M --prompts arithmetic.jsonl --out m-arith.json
 
+  # the paper's nine benchmarks (Table 3) next to the paper's scores; --limit for a quick look
+  lensft eval --model M --suite paper --limit 50 --out m-paper/
+
 Nothing is downloaded: datasets come from the local Hugging Face cache, --data-files or
 --include-path.
 """
 
 
 def eval_cmd(
-    out: Annotated[Path, typer.Option("--out", help="result JSON (lm-eval's JSON goes beside it)")],
+    out: Annotated[Path, typer.Option("--out", help="result JSON (lm-eval's JSON goes beside it); with --suite a directory")],
     model: Annotated[Optional[Path], typer.Option("--model", help="checkpoint directory")] = None,
     short: ShortOpt = None,
     long: LongOpt = None,
@@ -53,6 +56,7 @@ def eval_cmd(
     role: RoleOpt = None,
     tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval tasks, groups or tags, comma-separated (repeatable)")] = None,
     prompts: Annotated[Optional[Path], typer.Option("--prompts", help="a task prompt set to score instead of --tasks")] = None,
+    suite: Annotated[Optional[str], typer.Option("--suite", help="a benchmark suite instead of --tasks: 'paper' (the paper's Table 3) or a suite YAML")] = None,
     include_path: Annotated[Optional[list[Path]], typer.Option("--include-path", help="directory of task YAML files (repeatable)")] = None,
     data_files: Annotated[Optional[list[str]], typer.Option("--data-files", help="TASK=FILE or TASK=SPLIT:FILE: run a registered task on local files (repeatable)")] = None,
     num_fewshot: Annotated[Optional[int], typer.Option("--num-fewshot", help="few-shot examples [default: each task's]")] = None,
@@ -66,32 +70,94 @@ def eval_cmd(
     dtype: DtypeOpt = "float32",
     force: ForceOpt = False,
 ) -> None:
-    from lensft.evaluation.harness import output_paths
-    from lensft.evaluation.probe import LmEvalProbe
     from lensft.evaluation.settings import HarnessSettings
 
     names = [t.strip() for item in tasks or [] for t in item.split(",") if t.strip()]
-    if bool(names) == (prompts is not None):
-        raise LensftError("give --tasks (lm-eval tasks) or --prompts (a task prompt set), one of the two")
+    if sum((bool(names), prompts is not None, suite is not None)) != 1:
+        raise LensftError("give --tasks (lm-eval tasks), --prompts (a task prompt set) or --suite (a benchmark list), "
+                          "one of the three")
     settings = _validated(HarnessSettings, dict(
         tasks=names, num_fewshot=num_fewshot, limit=limit, batch_size=batch_size,
         include_path=[str(p) for p in include_path or []], data_files=_data_files(data_files or []),
         apply_chat_template=chat, gen_kwargs=_pairs("--gen-kwargs", gen_kwargs or []), log_samples=not no_samples,
         confirm_run_unsafe_code=allow_code))
-    if not force:
-        for p in output_paths(out).values():
-            if p.exists():
-                from lensft.errors import OutputExists
-
-                raise OutputExists(f"{p} exists; pass --force to replace it or choose another --out")
+    bench = _suite(suite, settings, out, force, num_fewshot, gen_kwargs) if suite is not None else None
+    if bench is None:
+        _refuse_existing(out, force)
     ps = _read_prompts(prompts) if prompts is not None else None
     handle = _load(model, short, long, base, dict(mha=mha, ffn=ffn, host=host, layers=layers, norms=norms,
                                                   alpha=alpha, role=role), device, dtype)
+    if bench is not None:
+        return _with_flag_hints(lambda: _run_suite(handle, bench, settings, out, force))
+    from lensft.evaluation.probe import LmEvalProbe
+
     run = _with_flag_hints(lambda: LmEvalProbe().evaluate(handle, ps, settings))
     written = run.save(out, force=force)
     console.print(results_table(run.result))
     console.print(f"{run.result.summary.get('n_items', 0):.0f} documents in {run.seconds:.1f} s; saved "
                   + ", ".join(str(p) for p in written))
+
+
+def _refuse_existing(out: Path, force: bool) -> None:
+    from lensft.errors import OutputExists
+    from lensft.evaluation.harness import output_paths
+
+    if not force:
+        for p in output_paths(out).values():
+            if p.exists():
+                raise OutputExists(f"{p} exists; pass --force to replace it or choose another --out")
+
+
+def _suite(name: str, settings, out: Path, force: bool, num_fewshot: Optional[int], gen_kwargs: Optional[list[str]]):
+    """The suite to run (checked before any model is loaded)."""
+    from lensft.errors import OutputExists
+    from lensft.evaluation.suite import load_suite
+
+    if num_fewshot is not None or gen_kwargs:
+        raise LensftError("--num-fewshot and --gen-kwargs are set per benchmark by the suite; edit a copy of its YAML")
+    if settings.data_files and not set(settings.data_files) <= {t for b in load_suite(name).benchmarks for t in b.tasks}:
+        raise LensftError(f"--data-files names tasks outside suite {name!r}")
+    if out.exists() and not out.is_dir():
+        raise LensftError(f"--out {out} is a file; with --suite it is a directory")
+    if (out / "suite.json").exists() and not force:
+        raise OutputExists(f"{out / 'suite.json'} exists; pass --force to replace it or choose another --out")
+    return load_suite(name)
+
+
+def _run_suite(handle, bench, settings, out: Path, force: bool) -> None:
+    from lensft.evaluation.suite_run import run_suite
+
+    over = {k: getattr(settings, k) for k in ("limit", "batch_size", "include_path", "data_files", "apply_chat_template",
+                                              "log_samples")}
+    console.print(f"suite [bold]{bench.name}[/] on {handle.label}: {len(bench.benchmarks)} benchmarks")
+    run = run_suite(handle, bench, out, allow_code=settings.confirm_run_unsafe_code, force=True,
+                    on_row=lambda r: console.print(f"  {r.benchmark}: " + (f"{r.value:.4f} ({r.score})" if r.value is not None
+                                                                           else f"not measured: {_flags(r.reason)}")),
+                    **over)
+    console.print(suite_table(bench, run))
+    console.print(f"saved {out / 'suite.json'} and one result per measured benchmark in {out}")
+    missing = run.not_measured
+    if missing:
+        raise LensftError(f"{len(missing)} of {len(run.rows)} benchmarks not measured: "
+                          + "; ".join(f"{r.benchmark}" for r in missing) + f" (reasons in {out / 'suite.json'})")
+
+
+def suite_table(bench, run) -> Table:
+    """Benchmark, lm-eval score (percent) with its 95% interval, and the paper's arms beside it."""
+    arms = list(bench.arms)
+    paper = ", ".join(f"{a} = {d}" for a, d in bench.arms.items())
+    t = Table(title=f"{bench.name} suite on {run.model}, percent (paper: {paper})", header_style="bold",
+              title_justify="left")
+    for col in ("benchmark", "value", "95% interval", "n", *[f"paper {a}" for a in arms]):
+        t.add_column(col, justify="left" if col == "benchmark" else "right")
+    for r in run.rows:
+        ref = ["-" if r.paper.get(a) is None else f"{r.paper[a]:.2f}" for a in arms]
+        if r.value is None:
+            t.add_row(r.benchmark, "not measured", "-", "-", *ref)
+            continue
+        ci = "-" if r.ci95 is None else f"[{100 * r.ci95[0]:.1f}, {100 * r.ci95[1]:.1f}]"
+        t.add_row(r.benchmark, f"{100 * r.value:.2f}", ci, str(r.n or "-"), *ref)
+    return t
 
 
 def _load(model: Optional[Path], short: Optional[Path], long: Optional[Path], base: Optional[Path],
@@ -191,21 +257,25 @@ def _validated(cls: Any, data: dict[str, Any]) -> Any:
         raise LensftError(f"{flag}: {err['msg']}") from None
 
 
-_FLAG_HINTS = {"(data files ": "(--data-files ", "(include path)": "(--include-path DIR)",
+_FLAG_HINTS = {"(data files ": "(--data-files ", "(include path)": "(--include-path DIR)", "(or force)": "(or --force)",
                "the include path": "--include-path DIR", "(confirm_run_unsafe_code)": "(--allow-code-execution)"}
+
+
+def _flags(msg: str) -> str:
+    """A library message with its wording of options replaced by this command's flag names."""
+    for words, flag in _FLAG_HINTS.items():
+        msg = msg.replace(words, flag)
+    return msg
 
 
 def _with_flag_hints(fn):
     """Run ``fn``; an evaluation error's wording of options gets the flag names of this command."""
-    from lensft.errors import EvaluationError
+    from lensft.errors import EvaluationError, OutputExists
 
     try:
         return fn()
-    except EvaluationError as e:
-        msg = str(e)
-        for words, flag in _FLAG_HINTS.items():
-            msg = msg.replace(words, flag)
-        raise EvaluationError(msg) from None
+    except (EvaluationError, OutputExists) as e:
+        raise type(e)(_flags(str(e))) from None
 
 
 def results_table(result) -> Table:  # result: ProbeResult of the lm_eval probe

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
+import re
 import traceback
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 #: ``datasets`` builders that read local files, by file extension
 LOCAL_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
+_EVALUATE_MODULE = re.compile(r"Module '([\w.-]+)' doesn't exist on the Hugging Face Hub")
 _MISSING = ("ConnectionError", "OfflineModeIsEnabled", "DatasetNotFoundError", "FileNotFoundError",
             "EmptyDatasetError", "LocalEntryNotFoundError")
 
@@ -155,8 +157,13 @@ def load_task_objects(managers: Mapping[str, Any]) -> list[Any]:
 def describe_load_failure(name: str, exc: BaseException) -> str:
     """One line: which task could not load which dataset, and how to make it available offline."""
     cfg = _failing_task_config(exc)
-    first = _innermost_message(exc)
+    first = _message(exc)
     if cfg is None:
+        metric = _EVALUATE_MODULE.search(first)
+        if metric:
+            return (f"task {name!r} needs the evaluate library's metric {metric.group(1)!r}, which is not in the local "
+                    "cache and is not downloaded offline; load it once where there is network "
+                    f"(evaluate.load({metric.group(1)!r})) or copy a Hugging Face cache that holds it (HF_HOME)")
         return f"lm-eval could not build task {name!r}: {first}"
     task = getattr(cfg, "task", None) or name
     path, dname = getattr(cfg, "dataset_path", None), getattr(cfg, "dataset_name", None)
@@ -201,7 +208,10 @@ def _is_missing(exc: BaseException) -> bool:
     return any(type(e).__name__ in _MISSING or isinstance(e, (ConnectionError, FileNotFoundError)) for e in _chain(exc))
 
 
-def _innermost_message(exc: BaseException) -> str:
-    e = _chain(exc)[-1]
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+def _message(exc: BaseException) -> str:
+    """``Type: first line`` of the outermost exception in the chain that says something."""
+    for e in _chain(exc):
+        text = str(e).strip().splitlines()
+        if text:
+            return f"{type(e).__name__}: {text[0]}"
+    return type(exc).__name__
