@@ -152,6 +152,7 @@ def test_exported_prompt_set_matches_short_tasks(pico_triples, family: str, chat
     assert run.result.settings["chat_applied"] is chat
     assert run.result.prompt_set.name == "toy" and run.result.prompt_set.version == "1"
     assert {r.task for r in metric_rows(run.result)} >= {"toy_toy_gen", "toy_toy_mc"}
+    assert {tuple(r["groups"]) for r in run.result.records} == {("toy",)}
 
 
 def test_registered_task_over_local_files(llama_triple, tmp_path) -> None:
@@ -235,3 +236,46 @@ def test_settings_validation() -> None:
         HarnessSettings(tasks=["a", "a"])
     with pytest.raises(ValueError):
         HarnessSettings(nonsense=1)
+
+
+def _result_with(values: dict[tuple[str, int], float], label: str):
+    from lensft.provenance import Provenance
+    from lensft.results import ProbeResult
+
+    recs = [{"task": t, "groups": ["grp"], "doc_id": i, "filter": "none", "acc": v} for (t, i), v in values.items()]
+    return ProbeResult(probe="lm_eval", model=Provenance(label=label), records=recs)
+
+
+def test_paired_difference_against_numpy() -> None:
+    import numpy as np
+
+    from lensft.evaluation.compare import paired_difference
+
+    rng = np.random.default_rng(3)
+    a = {("t1", i): float(x) for i, x in enumerate(rng.integers(0, 2, 40))} | {("t2", 0): 1.0}
+    b = {("t1", i): float(x) for i, x in enumerate(rng.integers(0, 2, 40))} | {("t2", 0): 0.0, ("t1", 99): 1.0}
+    d = paired_difference(_result_with(a, "a"), _result_with(b, "b"), "grp", "acc")
+    diffs = np.array([a[k] - b[k] for k in sorted(set(a) & set(b))])
+    assert d.n == 41 and d.delta == pytest.approx(diffs.mean())
+    assert d.stderr == pytest.approx(diffs.std(ddof=1) / np.sqrt(41))
+    assert d.ci95 == pytest.approx((diffs.mean() - 1.959964 * d.stderr, diffs.mean() + 1.959964 * d.stderr))
+    only_t1 = paired_difference(_result_with(a, "a"), _result_with(b, "b"), "t1", "acc")
+    assert only_t1.n == 40
+    with pytest.raises(EvaluationError, match="share 0 documents"):
+        paired_difference(_result_with({("x", 0): 1.0}, "a"), _result_with(b, "b"), "grp", "acc")
+
+
+def test_swap_effect_is_paired_per_document(llama_triple, task_dir) -> None:
+    """A graft and its host on the same documents: the paired difference of their MC accuracy is
+    the mean of the per-document differences lm-eval logged."""
+    from lensft.evaluation.compare import paired_difference
+
+    triple = load_triple(short=llama_triple[Variant.SHORT], long=llama_triple[Variant.LONG])
+    runs = {}
+    for name, spec in (("host", GraftSpec.build(mha="short", ffn="short")), ("graft", GraftSpec.build(mha="long", ffn="short"))):
+        h = graft_model(triple, spec)
+        runs[name] = _lm_eval(h, tasks=["toy_mc"], include_path=[str(task_dir)]).result
+    d = paired_difference(runs["graft"], runs["host"], "toy_mc", "acc")
+    accs = {k: {r["doc_id"]: r["acc"] for r in v.records} for k, v in runs.items()}
+    assert d.n == 3 and d.delta == pytest.approx(sum(accs["graft"][i] - accs["host"][i] for i in range(3)) / 3)
+    assert d.delta == pytest.approx(runs["graft"].summary["toy_mc/acc,none"] - runs["host"].summary["toy_mc/acc,none"])

@@ -9,7 +9,8 @@ under ``"<metric>_stderr,<filter>"`` (``"N/A"`` where it has none). The result k
   ``value``, ``stderr``, ``ci95_low`` / ``ci95_high`` (value ∓ 1.96 stderr, the normal interval
   lm-eval's stderr implies; NaN where there is no stderr), ``n`` (documents of that task) and
   ``higher_is_better`` (1/0);
-- ``records``: one per logged document and filter: ``task``, ``doc_id``, ``filter``, ``id`` (the
+- ``records``: one per logged document and filter: ``task``, ``groups`` (the lm-eval groups that
+  contain the task, e.g. ``["mmlu", "mmlu_stem"]``), ``doc_id``, ``filter``, ``id`` (the
   document's own id when it has one, as exported lensft prompt sets do), ``target``, the model's
   raw ``response`` and its ``filtered`` answer (generation tasks) or ``choice_logprobs`` and
   ``pred_index`` (multiple choice), and every per-item metric.
@@ -79,8 +80,27 @@ def harness_result(provenance: Provenance, settings: HarnessSettings, raw: dict[
     res.set_array("higher_is_better", [nan if r.higher_is_better is None else float(r.higher_is_better) for r in rows],
                   ["score"])
     res.coords["score"] = [r.label for r in rows]
-    res.records = [rec for task in sorted(samples) for rec in _records(task, samples[task])]
+    groups = _parent_groups(raw.get("group_subtasks") or {})
+    res.records = [{**rec, "groups": groups.get(task, [])} for task in sorted(samples)
+                   for rec in _records(task, samples[task])]
     return res
+
+
+def _parent_groups(group_subtasks: dict[str, list[str]]) -> dict[str, list[str]]:
+    """task -> every group that contains it, directly or through subgroups (sorted)."""
+    parents: dict[str, set[str]] = {}
+    for group, children in group_subtasks.items():
+        for child in children:
+            parents.setdefault(child, set()).add(group)
+
+    def up(name: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        out: set[str] = set()
+        for g in parents.get(name, ()):
+            if g not in seen:
+                out |= {g} | up(g, seen | {g})
+        return out
+
+    return {t: sorted(up(t)) for t in parents}
 
 
 def metric_rows(result: ProbeResult) -> list[MetricRow]:
