@@ -65,7 +65,8 @@ def test_eval_in_memory_graft(llama_triple, task_dir, tmp_path) -> None:
 @pytest.mark.parametrize("argv,msg", [
     (["--model", "M", "--short", "M", "--tasks", "x"], "give --model DIR, or --short"),
     (["--model", "M"], "give --tasks"),
-    (["--model", "M", "--tasks", "a", "--prompts", "P"], "one of the two"),
+    (["--model", "M", "--tasks", "a", "--prompts", "P"], "one of the three"),
+    (["--model", "M", "--tasks", "a", "--suite", "paper"], "one of the three"),
     (["--short", "M", "--long", "M", "--tasks", "toy_mc"], "needs --short, --long, --mha and --ffn"),
     (["--model", "M", "--mha", "long", "--tasks", "toy_mc"], "do not apply to --model"),
     (["--model", "M", "--tasks", "toy_mc", "--data-files", "nofile"], "TASK=FILE"),

@@ -8,9 +8,11 @@ a lensft prompt set of kind ``task`` exported as an lm-eval task directory
 (:func:`lensft.evaluation.export.export_task_dir`). The network is switched off for every run
 (:func:`lensft.evaluation.offline.hf_offline`).
 
-Modules: ``settings`` (what a run scores), ``offline``, ``tasks`` (task manager, local data
-overrides, missing-dataset errors), ``harness`` (one lm-eval run on a model handle), ``convert``
-(lm-eval results to a :class:`~lensft.results.ProbeResult`), ``export`` and ``hooks`` (prompt
-sets as lm-eval tasks), ``suite`` (benchmark lists such as the paper's), ``probe`` (the
-registered ``lm_eval`` probe). Only ``harness`` and ``tasks`` import lm-eval, and only when called.
+Modules: ``settings`` (what a run scores), ``offline`` and ``quiet`` (the run's environment),
+``tasks`` (task managers, local data overrides, missing-dataset errors), ``harness`` (one lm-eval
+run on a model handle), ``convert`` (lm-eval results to a :class:`~lensft.results.ProbeResult`),
+``compare`` (paired per-document differences between two results), ``export`` and ``hooks``
+(prompt sets as lm-eval tasks), ``suite`` and ``suite_run`` (benchmark lists such as the
+paper's, run on one model), ``probe`` (the registered ``lm_eval`` probe). lm-eval itself is
+imported only when a run starts, never by importing these modules.
 """
