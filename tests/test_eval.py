@@ -186,6 +186,8 @@ def test_missing_dataset_is_one_line_and_offline(llama_triple, monkeypatch) -> N
         _lm_eval(h, tasks=["gsm8k_cott"])
     with pytest.raises(EvaluationError, match="not among the tasks"):
         _lm_eval(h, tasks=["toy_gen"], data_files={"gsm8k": "x.jsonl"})
+    with pytest.raises(EvaluationError, match="scored 0-shot"):
+        _lm_eval(h, _same_items_as_prompt_set(chat=False), num_fewshot=2)
 
 
 def test_hf_offline_sets_and_restores_the_flags(monkeypatch) -> None:

@@ -89,6 +89,9 @@ def run_harness(handle: ModelHandle, settings: HarnessSettings | None = None,
     require_lm_eval()
     if not s.tasks and prompts is None:
         raise EvaluationError("name at least one lm-eval task, or give a prompt set of kind 'task' to score")
+    if not s.tasks and s.num_fewshot:
+        raise EvaluationError("a prompt set is scored 0-shot, as short_tasks scores it; few-shot examples apply "
+                              "to lm-eval tasks")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lensft-lm-eval-") as tmp, hf_offline(), quiet_lm_eval():
         names, include, chat = _task_sources(s, prompts, Path(tmp))
