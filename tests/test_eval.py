@@ -170,6 +170,7 @@ def test_registered_task_over_local_files(llama_triple, tmp_path) -> None:
     assert s["n_items"] == 2 and run.raw["n-shot"]["gsm8k_cot"] == 4
     recs = [r for r in run.result.records if r["filter"] == "strict-match"]
     assert [r["target"] for r in recs] == ["7", "7"] and all(isinstance(r["response"], str) for r in recs)
+    assert [r["id"] for r in recs] == ["gsm8k_cot:0", "gsm8k_cot:1"]  # documents without an id of their own
     prompt = json.loads(json.dumps(run.samples["gsm8k_cot"][0]["arguments"]))[0][0]
     assert prompt.count("Q: ") == 5 and prompt.endswith("How many apples does he have?\nA:")  # 4 shots + the question
 

@@ -11,9 +11,10 @@ under ``"<metric>_stderr,<filter>"`` (``"N/A"`` where it has none). The result k
   ``higher_is_better`` (1/0);
 - ``records``: one per logged document and filter: ``task``, ``groups`` (the lm-eval groups that
   contain the task, e.g. ``["mmlu", "mmlu_stem"]``), ``doc_id``, ``filter``, ``id`` (the
-  document's own id when it has one, as exported lensft prompt sets do), ``target``, the model's
-  raw ``response`` and its ``filtered`` answer (generation tasks) or ``choice_logprobs`` and
-  ``pred_index`` (multiple choice), and every per-item metric.
+  document's own id when it has one, as exported lensft prompt sets do; else
+  ``"<task>:<doc_id>"``), ``target``, the model's raw ``response`` and its ``filtered`` answer
+  (generation tasks) or ``choice_logprobs`` and ``pred_index`` (multiple choice), and every
+  per-item metric.
 
 :func:`metric_rows` reads those arrays back as typed rows (for tables and reports).
 """
@@ -140,8 +141,7 @@ def _records(task: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for s in rows:
         doc = s.get("doc") or {}
         rec: dict[str, Any] = {"task": task, "doc_id": s.get("doc_id"), "filter": s.get("filter"), "target": s.get("target")}
-        if isinstance(doc, dict) and "id" in doc:
-            rec["id"] = doc["id"]
+        rec["id"] = str(doc["id"]) if isinstance(doc, dict) and "id" in doc else f"{task}:{s.get('doc_id')}"
         resp = s.get("filtered_resps") or []
         if resp and isinstance(resp[0], (list, tuple)) and len(resp[0]) == 2 and isinstance(resp[0][0], (int, float)):
             lps = [float(r[0]) for r in resp]
