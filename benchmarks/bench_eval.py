@@ -91,7 +91,7 @@ def main() -> None:
             sizes.append(written.n_bytes)
             agree &= abs(score_mem - score_disk) < 1e-9
             shutil.rmtree(out)
-    n_params = sum(p.numel() for p in graft_model(triple, specs[0]).model.parameters())
+        n_params = sum(p.numel() for p in graft_model(triple, specs[0]).model.parameters())
     print(f"random Llama, {n_params / 1e6:.1f}M parameters, {a.layers} layers; {len(specs)} one-layer MHA grafts, "
           f"{a.docs} multiple-choice documents each")
     print(f"  in-memory graft -> lm-eval:         {statistics.mean(mem):.2f} s per graft")
