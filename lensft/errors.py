@@ -71,3 +71,7 @@ class OutputInsideInput(LensftError):
 
 class ViewError(LensftError):
     """A model cannot be opened in another library (TransformerLens) faithfully."""
+
+
+class EvaluationError(LensftError):
+    """A benchmark run cannot start: an unknown task, a dataset missing offline, lm-eval not installed."""

@@ -44,6 +44,7 @@ _COMMAND_MODULES = (
     "lensft.cli.study",
     "lensft.cli.convert",
     "lensft.cli.needles",
+    "lensft.cli.eval",
 )
 
 

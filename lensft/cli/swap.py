@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lensft.cli.options import BaseOpt, ForceOpt, LongOpt, ShortOpt, flag
+from lensft.cli.options import (AlphaOpt, BaseOpt, FfnOpt, ForceOpt, HostOpt, LayersOpt, LongOpt, MhaOpt, NormsOpt,
+                                RoleOpt, ShortOpt, flag, graft_spec_from_options)
 from lensft.variants import Role, Variant
 
 # Library imports (torch, safetensors) happen inside the commands so `lensft --help` stays instant.
@@ -30,32 +31,23 @@ Embeddings, norms, the final norm and the head come from --host (default: the FF
 def swap(
     short: ShortOpt,
     long: LongOpt,
-    mha: Annotated[Variant, typer.Option("--mha", help="checkpoint that supplies the attention blocks (q/k/v/o)")],
-    ffn: Annotated[Variant, typer.Option("--ffn", help="checkpoint that supplies the feed-forward blocks")],
+    mha: MhaOpt,
+    ffn: FfnOpt,
     out: Annotated[Path, typer.Option("--out", help="output directory (must not exist unless --force)")],
     base: BaseOpt = None,
-    host: Annotated[Optional[Variant], typer.Option("--host", help="checkpoint that supplies everything else (default: the --ffn source)")] = None,
-    layers: Annotated[Optional[str], typer.Option("--layers", help="apply --mha/--ffn only to layers a..b-1, e.g. 8:24")] = None,
-    norms: Annotated[str, typer.Option("--norms", help="'host': norms stay with the host; 'module': each block's norms move with it")] = "host",
-    alpha: Annotated[float, typer.Option("--alpha", help="interpolate: (1-alpha)*host + alpha*source; 1 takes the source whole")] = 1.0,
-    role: Annotated[Optional[list[str]], typer.Option("--role", help="set one role's source explicitly, e.g. --role embed=base (repeatable; roles: mha, ffn, attn_norm, ffn_norm, embed, final_norm, lm_head)")] = None,
+    host: HostOpt = None,
+    layers: LayersOpt = None,
+    norms: NormsOpt = "host",
+    alpha: AlphaOpt = 1.0,
+    role: RoleOpt = None,
     force: ForceOpt = False,
     no_hash: Annotated[bool, flag("--no-hash", "skip sha256 of the source files in the manifest")] = False,
 ) -> None:
     from lensft.checkpoints.load import load_triple
     from lensft.graft.export import write_graft
-    from lensft.graft import GraftSpec, plan_graft
+    from lensft.graft import plan_graft
 
-    overrides = {}
-    for item in role or []:
-        if "=" not in item:
-            from lensft.errors import GraftError
-
-            raise GraftError(f"--role takes ROLE=SOURCE, e.g. embed=base (got {item!r})")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = v.strip()
-    spec = GraftSpec.build(mha=mha.value, ffn=ffn.value, host=host.value if host else None, norms=norms,
-                           layers=layers, alpha=alpha, overrides=overrides)
+    spec = graft_spec_from_options(mha=mha, ffn=ffn, host=host, layers=layers, norms=norms, alpha=alpha, role=role)
     triple = load_triple(short=short, long=long, base=base)  # plan_graft says so if the spec needs a missing base
     plan = plan_graft(spec, triple.family, triple.n_layers, triple.metadata())
     with _bar("grafting") as (bar, task):

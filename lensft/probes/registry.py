@@ -60,6 +60,7 @@ _BUILTIN_MODULES: tuple[str, ...] = (
     "lensft.probes.short_tasks",
     "lensft.probes.knowledge",
     "lensft.probes.patching",
+    "lensft.evaluation.probe",  # imports lm-eval only when run
 )
 
 P = TypeVar("P", bound=type)
