@@ -131,7 +131,7 @@ def test_in_memory_graft_is_what_lm_eval_scores(llama_triple, task_dir) -> None:
     run = _lm_eval(graft, tasks=["toy_gen", "toy_mc"], include_path=[str(task_dir)])
     reference = score_tasks(graft, _same_items_as_prompt_set(chat=False), ShortTaskSettings(max_new_tokens=1))
     _check_against_short_tasks(run, reference, {"toy_gen": "toy_gen", "toy_mc": "toy_mc"})
-    assert run.result.model.graft["mha"] == "long" and run.result.model.label == "short+long.mha"
+    assert run.result.model.graft["mha"] == "long" and run.result.model.label == "short + long.mha"
     short = load_model(llama_triple[Variant.SHORT])
     _force_seven(short)
     other = score_tasks(short, _same_items_as_prompt_set(chat=False), ShortTaskSettings(max_new_tokens=1))

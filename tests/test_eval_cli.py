@@ -57,7 +57,7 @@ def test_eval_in_memory_graft(llama_triple, task_dir, tmp_path) -> None:
                  "--ffn", "short", "--layers", "0:1", "--include-path", str(task_dir), "--tasks", "toy_mc",
                  "--out", str(out)]) == 0
     res = load_result(out)
-    assert res.model.label == "short+long.mha[0:1]" and res.model.graft["layers"] == {"start": 0, "stop": 1}
+    assert res.model.label == "short + long.mha[0:1]" and res.model.graft["layers"] == {"start": 0, "stop": 1}
     assert set(res.model.sources) == {"short", "long"}
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no checkpoint written, no leftovers
 
@@ -71,7 +71,7 @@ def test_eval_in_memory_graft(llama_triple, task_dir, tmp_path) -> None:
     (["--model", "M", "--mha", "long", "--tasks", "toy_mc"], "do not apply to --model"),
     (["--model", "M", "--tasks", "toy_mc", "--data-files", "nofile"], "TASK=FILE"),
     (["--model", "M", "--tasks", "toy_mc", "--limit", "2.5"], "--limit"),
-    (["--model", "M", "--tasks", "toy_mc", "--dtype", "float8"], "--dtype must be one of"),
+    (["--model", "M", "--tasks", "toy_mc", "--dtype", "float8"], "Invalid value for '--dtype'"),
     (["--model", "M", "--tasks", "toy_mcc"], "Did you mean toy_mc"),
     (["--model", "M", "--tasks", "toy_mc", "--include-path", "NOPE"], "is not a directory"),
 ])
