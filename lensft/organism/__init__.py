@@ -8,10 +8,12 @@ and the :class:`BuildManifest`. See :mod:`lensft.organism.build` for the directo
 :mod:`lensft.organism.config` for presets.
 """
 
-from lensft.organism.build import OrganismBuild, arm_refs, build, build_dir, default_cache_dir, load
+from lensft.organism.build import (OrganismBuild, arm_refs, build, build_dir, default_cache_dir, first_base_steps,
+                                   load)
 from lensft.organism.config import PRESETS, OrganismConfig, preset
 from lensft.organism.manifest import ArmRecord, BaseRecord, BuildManifest, TrainingRecord
 from lensft.organism.progress import ProgressEvent, ProgressFn
 
 __all__ = ["PRESETS", "ArmRecord", "BaseRecord", "BuildManifest", "OrganismBuild", "OrganismConfig", "ProgressEvent",
-           "ProgressFn", "TrainingRecord", "arm_refs", "build", "build_dir", "default_cache_dir", "load", "preset"]
+           "ProgressFn", "TrainingRecord", "arm_refs", "build", "build_dir", "default_cache_dir", "first_base_steps", "load",
+           "preset"]

@@ -282,6 +282,18 @@ def _read_meta(path: Path) -> dict:
     return json.loads((path / "organism.json").read_text(encoding="utf-8"))
 
 
+def first_base_steps(config_or_preset: ConfigOrPreset, n_steps: int, workdir: os.PathLike[str] | str) -> list[dict]:
+    """The log of the first ``n_steps`` pretraining steps of a from-scratch build (nothing saved but
+    the tokenizer in ``workdir``): compare it with a base's ``training_log.jsonl`` to check that the
+    base was trained by this code from this configuration."""
+    cfg = resolve(config_or_preset)
+    root = Path(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    manifest = BuildManifest(lensft_version=__version__, preset=cfg.name, config_key=cfg.cache_key(), seed=cfg.seed,
+                             from_scratch=True)
+    return _Builder(cfg, root, manifest, None)._pretrain(root / "unused", max_steps=n_steps)
+
+
 def _check_dir(root: Path, cfg: OrganismConfig, from_scratch: bool) -> None:
     """Refuse a directory that holds another build, or anything that is not a build."""
     cfg_path = root / "config.json"

@@ -157,7 +157,7 @@ class OrganismConfig(_Frozen):
 # -- presets -----------------------------------------------------------------------------------
 def reading_base() -> BaseConfig:
     """The base every full-size preset shares, and the one shipped with lensft (seed 0)."""
-    return BaseConfig(pretrain=TrainConfig(tokens=12_000_000, seq_len=1024, batch_tokens=4096, lr=1e-3))
+    return BaseConfig(pretrain=TrainConfig(tokens=10_000_000, seq_len=1024, batch_tokens=4096, lr=1e-3))
 
 
 def _preset_tiny() -> OrganismConfig:

@@ -63,7 +63,7 @@ def evaluate_checkpoint(checkpoint: Path, prompt_sets: Mapping[str, Path], *, la
                 out.accuracy[name] = float(probe.run(handle, ps, probe.Settings()).summary["accuracy"])
             elif ps.kind == "needle":
                 probe = get_probe("retrieval_heads")
-                s = probe.run(handle, ps, probe.Settings(max_length=handle.max_positions or 32768)).summary
+                s = probe.run(handle, ps, probe.Settings()).summary
                 out.needle_copy_accuracy = _number(s.get("needle_copy_accuracy"))
                 out.n_retrieval_heads = int(s.get("n_retrieval_heads") or 0)
                 out.max_retrieval_score = _number(s.get("max_score"))

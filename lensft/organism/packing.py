@@ -1,8 +1,9 @@
 """Pack variable-length token sequences into fixed-length rows and rows into batches.
 
-Each sequence goes to the shortest row length that holds it (``row_lengths``, e.g. 128 and
-1024), so short documents do not pay for long attention. Rows of one length are filled first-fit
-decreasing; a batch holds rows of one length and about ``batch_tokens`` token slots. A batch is
+Sequences are packed first-fit decreasing, longest first: a sequence goes into the first row with
+room for it, else opens a row of the shortest length that holds it (``row_lengths``, e.g. 128 and
+1024), so short documents fill the gaps long ones leave but never pay for long attention on their
+own. A batch holds rows of one length and about ``batch_tokens`` token slots. A batch is
 ``input_ids``, ``weights`` (the loss weight of predicting each token from the ones before it; 0
 on padding and on every sequence's first token) and ``position_ids`` that restart at 0 for every
 sequence. With no attention mask and no cache (``use_cache=False``, see
@@ -35,22 +36,26 @@ class Batch:
     n_answer: int  # answer tokens of the sequences packed here
 
 
-def _first_fit(lengths: np.ndarray, capacity: int) -> list[list[int]]:
-    """Row membership (indices into ``lengths``) by first-fit decreasing."""
+def _first_fit(lengths: np.ndarray, remaining: list[int], capacity: int) -> tuple[list[list[int]], list[int]]:
+    """First-fit decreasing of ``lengths`` into rows with ``remaining`` free slots, opening rows of ``capacity``.
+
+    Returns, per row (the given ones first, then the new ones), the indices into ``lengths`` it
+    received, and every row's remaining free slots.
+    """
     order = np.argsort(-lengths, kind="stable")
-    remaining = np.zeros(0, dtype=np.int64)
-    rows: list[list[int]] = []
+    free = np.asarray(remaining, dtype=np.int64)
+    rows: list[list[int]] = [[] for _ in remaining]
     for i in order:  # per sequence, not per token: a vectorised first-fit search
-        fits = np.flatnonzero(remaining >= lengths[i])
+        fits = np.flatnonzero(free >= lengths[i])
         if fits.size:
             r = int(fits[0])
         else:
             r = len(rows)
             rows.append([])
-            remaining = np.append(remaining, capacity)
+            free = np.append(free, capacity)
         rows[r].append(int(i))
-        remaining[r] -= lengths[i]
-    return rows
+        free[r] -= lengths[i]
+    return rows, free.tolist()
 
 
 def _fill(seqs: Sequence[Encoded], rows: list[list[int]], row_len: int, pad_id: int) -> Batch:
@@ -80,16 +85,22 @@ def pack(seqs: Sequence[Encoded], row_lengths: tuple[int, ...], batch_tokens: in
     row_lengths = tuple(sorted(row_lengths))
     lengths = np.array([min(len(s), row_lengths[-1]) for s in seqs], dtype=np.int64)
     bucket = np.searchsorted(np.array(row_lengths), lengths)  # shortest row length that fits
-    batches: list[Batch] = []
-    for b, row_len in enumerate(row_lengths):
+    rows: list[list[int]] = []  # members of every row, longest rows first
+    row_len: list[int] = []
+    free: list[int] = []
+    for b in reversed(range(len(row_lengths))):  # longest first; shorter sequences also fill longer rows' gaps
         idx = np.flatnonzero(bucket == b)
-        if idx.size == 0:
-            continue
-        rows = [[int(idx[i]) for i in row] for row in _first_fit(lengths[idx], row_len)]
-        rows = [rows[j] for j in rng.permutation(len(rows))]
-        per_batch = max(1, batch_tokens // row_len)
-        for s in range(0, len(rows), per_batch):
-            batches.append(_fill(seqs, rows[s: s + per_batch], row_len, pad_id))
+        members, free = _first_fit(lengths[idx], free, row_lengths[b])
+        rows = [r + [int(idx[i]) for i in m] for r, m in zip(rows, members)] + \
+               [[int(idx[i]) for i in m] for m in members[len(rows):]]
+        row_len += [row_lengths[b]] * (len(members) - len(row_len))
+    batches: list[Batch] = []
+    for length in row_lengths:
+        mine = [r for r, n in zip(rows, row_len) if n == length and r]
+        mine = [mine[j] for j in rng.permutation(len(mine))]
+        per_batch = max(1, batch_tokens // length)
+        for s in range(0, len(mine), per_batch):
+            batches.append(_fill(seqs, mine[s: s + per_batch], length, pad_id))
     return [batches[j] for j in rng.permutation(len(batches))]
 
 
