@@ -204,6 +204,26 @@ def test_packing_keeps_sequences_apart_and_counts_tokens(tokenizer) -> None:
         assert (b.weights[b.input_ids == tokenizer.pad_token_id] == 0).all()
 
 
+def test_short_sequences_fill_the_gaps_of_long_rows() -> None:
+    from lensft.organism.encoding import Encoded
+
+    def seq(n: int) -> Encoded:
+        w = np.ones(n, dtype=np.float32)
+        w[0] = 0
+        return Encoded(np.arange(1, n + 1), w, np.zeros(n, dtype=bool))
+
+    rng = np.random.default_rng(0)
+    seqs = [seq(int(n)) for n in rng.integers(41, 61, size=8)] + [seq(int(n)) for n in rng.integers(2, 12, size=40)]
+    batches = pack(seqs, (16, 64), 128, 0, rng)
+    long_rows = [b for b in batches if b.input_ids.shape[1] == 64]
+    assert sum(b.input_ids.shape[0] for b in long_rows) == 8  # one per long sequence
+    long_only = sum(len(x) for x in seqs[:8]) / (8 * 64)
+    filled = sum(int((b.weights > 0).sum()) + int((b.position_ids == 0).sum()) for b in long_rows) / (8 * 64)
+    assert long_only < 0.85 < filled  # short sequences fill what the long ones leave
+    assert sum(b.n_tokens for b in batches) == sum(len(x) for x in seqs)
+    assert sum(b.n_tokens for b in batches) >= 0.85 * sum(b.input_ids.size for b in batches)
+
+
 # -- SFT pools -----------------------------------------------------------------------------------
 @settings(max_examples=50, deadline=None)
 @given(share=st.floats(0.02, 0.2), answer=st.floats(2.0, 8.0), turn=st.floats(10.0, 30.0),
