@@ -280,3 +280,27 @@ def test_arms_share_tokens_and_answer_tokens(world, tokenizer) -> None:
 
 def test_templates_cover_every_relation() -> None:
     assert set(T.STATEMENTS) == set(T.QUESTIONS) == set(T.YES_NO) == set(T.CONFLICT_DOMAIN)
+
+
+def test_interrupted_training_resumes_bit_identically(tokenizer, world, tmp_path) -> None:
+    import torch
+
+    from lensft.organism.training import make_model, train
+
+    maker = CorpusMaker(world, CFG.base, np.random.default_rng(9))
+    seqs = maker.chunk(tokenizer, 8000)
+    batches = pack(seqs, (64, 256), 512, tokenizer.pad_token_id, np.random.default_rng(0))
+    n = len(batches)
+    tc = CFG.base.pretrain
+    straight = make_model(CFG.base.model, tokenizer, 0)
+    h1 = train(straight, batches, n, tc, seed=0, num_threads=1)
+    state = tmp_path / "resume.pt"
+    first = make_model(CFG.base.model, tokenizer, 0)
+    train(first, batches, n, tc, seed=0, num_threads=1, max_steps=n - 3, resume=state, save_every=4)
+    assert state.exists()  # interrupted after step n - 3; the last saved state is older
+    resumed = make_model(CFG.base.model, tokenizer, 0)
+    h2 = train(resumed, batches, n, tc, seed=0, num_threads=1, resume=state, save_every=4)
+    assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
+    assert [h["tokens"] for h in h1] == [h["tokens"] for h in h2]
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k

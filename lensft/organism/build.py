@@ -13,7 +13,8 @@ build of the same configuration lives in ``<config hash>-scratch``)::
     checkpoints/<slug>    one SFT arm per ArmRef (``short``, ``long``, ``mix-0.50``, ``short-sft1`` ...)
 
 Every stage writes atomically and is skipped when its output exists, so a second build is
-instant and asking for a new mix or SFT seed trains only that arm. Stages draw from independent
+instant and asking for a new mix or SFT seed trains only that arm; an interrupted pretraining
+resumes from its last saved state (``checkpoints/.base-resume.pt``, every 200 steps). Stages draw from independent
 seed streams (``SeedSequence([seed, stream, ...])``), so skipping one never changes another.
 """
 
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 _TOKENIZER, _EVAL, _CORPUS, _PRETRAIN_PACK, _SFT_SHORT, _SFT_LONG, _SFT_PACK = 2, 3, 4, 5, 6, 7, 8
 #: Pretraining draws its corpus this many optimiser steps' worth at a time.
 CHUNK_STEPS = 32
+#: Pretraining saves a resumable state this often (steps); an interrupted build continues from it.
+RESUME_EVERY = 200
 
 
 def default_cache_dir() -> Path:
@@ -200,15 +203,18 @@ class _Builder:
         batches = stream(lambda: corpus.chunk(tok, CHUNK_STEPS * pt.batch_tokens), (pt.short_seq_len, pt.seq_len),
                          pt.batch_tokens, tok.pad_token_id, self.rng(_PRETRAIN_PACK))
         model = make_model(base_cfg.model, tok, base_cfg.seed)
+        resume = None if max_steps is not None else path.parent / ".base-resume.pt"
         history = train(model, batches, math.ceil(pt.tokens / pt.batch_tokens), pt, seed=base_cfg.seed,
-                        num_threads=self.cfg.num_threads, stage="base", progress=self.progress, max_steps=max_steps)
-        if max_steps is not None:
+                        num_threads=self.cfg.num_threads, stage="base", progress=self.progress, max_steps=max_steps,
+                        resume=resume, save_every=RESUME_EVERY)
+        if resume is None:
             return history
         record = BaseRecord(path="", origin="trained", base_key=base_cfg.key(), seed=base_cfg.seed,
                             params=model.num_parameters(), lensft_version=__version__, training=_record(history))
         meta = {"base": record.model_dump(mode="json"), "base_config": base_cfg.model_dump(mode="json"),
                 "num_threads": self.cfg.num_threads}
         save_checkpoint(model, tok, path, history, meta)
+        resume.unlink(missing_ok=True)
         return history
 
     # -- arms ----------------------------------------------------------------------------------

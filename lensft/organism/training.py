@@ -9,6 +9,7 @@ deterministic algorithms, so the same seed and data give bit-identical weights o
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from lensft.atomic import staging_dir, write_text_atomic
+from lensft.atomic import staging_dir, write_bytes_atomic, write_text_atomic
 from lensft.organism.config import ModelConfig, TrainConfig
 from lensft.organism.packing import Batch
 from lensft.organism.progress import ProgressEvent, ProgressFn
@@ -85,14 +86,33 @@ def weighted_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     return (ce * w.flatten()).sum() / w.sum().clamp_min(1e-8)
 
 
+def _save_state(path: Path, model: LlamaForCausalLM, opt: torch.optim.Optimizer, sched, history: list[dict]) -> None:
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "history": history}, buf)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def _load_state(path: Path, model: LlamaForCausalLM, opt: torch.optim.Optimizer, sched) -> list[dict]:
+    state = torch.load(path, weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    return list(state["history"])
+
+
 def train(model: LlamaForCausalLM, batches: Iterable[Batch], total_steps: int, cfg: TrainConfig, *, seed: int,
           num_threads: int, stage: str = "train", progress: ProgressFn | None = None,
-          max_steps: int | None = None) -> list[dict]:
-    """Train for ``total_steps`` steps (or the first ``max_steps`` of them); return the per-step log.
+          max_steps: int | None = None, resume: Path | None = None, save_every: int = 0) -> list[dict]:
+    """Train for ``total_steps`` steps (or up to step ``max_steps``); return the per-step log.
 
     The schedule always spans ``total_steps``, so a run stopped after ``max_steps`` took exactly
-    the first steps of the full run. Each log entry: ``step``, ``loss`` (weighted cross-entropy,
-    nats), ``lr``, ``tokens`` and ``answer_tokens`` seen so far, ``elapsed_s``.
+    the first steps of the full run. With ``resume`` (a file path), the model, optimizer and
+    schedule state and the log are saved there every ``save_every`` steps, and a run that finds
+    the file continues from it: the batches already trained on are drawn again and skipped, so
+    an interrupted and resumed run gives the same weights, bit for bit, as an uninterrupted one.
+    Each log entry: ``step``, ``loss`` (weighted cross-entropy, nats), ``lr``, ``tokens`` and
+    ``answer_tokens`` seen so far, ``elapsed_s`` (training wall time, summed over resumed runs).
     """
     stop = total_steps if max_steps is None else min(max_steps, total_steps)
     with deterministic_torch(num_threads):
@@ -102,11 +122,17 @@ def train(model: LlamaForCausalLM, batches: Iterable[Batch], total_steps: int, c
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(total_steps, cfg.warmup_steps, cfg.min_lr_ratio))
-        history: list[dict] = []
-        seen = answers = 0
-        t0 = time.perf_counter()
+        history = _load_state(resume, model, opt, sched) if resume is not None and resume.exists() else []
+        it = iter(batches)
+        for _ in history:  # draw the batches already trained on again, and skip them
+            next(it)
+        seen, answers = (history[-1]["tokens"], history[-1]["answer_tokens"]) if history else (0, 0)
+        t0 = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
+        if history:
+            log.info("%s resumed at step %d/%d", stage, len(history), total_steps)
         model.train()
-        for step, batch in zip(range(stop), batches):
+        for step in range(len(history), stop):
+            batch = next(it)
             loss = weighted_loss(forward_packed(model, batch), batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -122,6 +148,8 @@ def train(model: LlamaForCausalLM, batches: Iterable[Batch], total_steps: int, c
             if progress is not None:
                 progress(ProgressEvent(stage, step + 1, total_steps, seen, seen / max(elapsed, 1e-9),
                                        elapsed / (step + 1) * (total_steps - step - 1), value))
+            if resume is not None and save_every and (step + 1) % save_every == 0 and step + 1 < total_steps:
+                _save_state(resume, model, opt, sched, history)
             if (step + 1) % 100 == 0 or step + 1 == stop:
                 log.info("%s step %d/%d loss %.4f (%.0f tokens/s)", stage, step + 1, total_steps, value,
                          seen / max(elapsed, 1e-9))
