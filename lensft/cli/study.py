@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -9,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lensft.cli.progress import TrainingProgress
 from lensft.study.config import PROMPT_ROLES, STEP_NAMES, StudyConfig, StudyConfigError
 
 console = Console(highlight=False)
@@ -57,27 +59,15 @@ def study(
     what = (f"organism {cfg.organism} (seeds {cfg.seeds}, {cfg.sft_seeds} SFT seed(s))" if cfg.is_organism
             else f"triple short={cfg.short} long={cfg.long}")
     err_console.print(f"[bold]lensft study[/] {what} -> {out}")
-    progress = None if quiet else organism_progress(err_console)
-    outcome = run_study(cfg, out, console=None if quiet else err_console, only=only, organism_progress=progress)
+    progress = None if quiet else TrainingProgress(err_console)
+    with progress or contextlib.nullcontext():
+        outcome = run_study(cfg, out, console=None if quiet else err_console, only=only, organism_progress=progress)
     _print_steps(outcome.record)
     if outcome.report:
         _print_claims(out)
         console.print(f"report: {outcome.report}")
     if outcome.failures:
         raise typer.Exit(1)
-
-
-def organism_progress(con: Console):  # noqa: ANN201
-    """A progress callback for the organism build: one line per stage and tenth of its steps."""
-    shown: dict[str, int] = {}
-
-    def update(stage: str, step: int, total: int, loss: float) -> None:
-        tenth = (10 * step) // max(total, 1)
-        if shown.get(stage, -1) < tenth:
-            shown[stage] = tenth
-            con.print(f"organism {stage}: step {step}/{total}, loss {loss:.3f}")
-
-    return update
 
 
 def _path(p: Optional[Path]) -> Optional[str]:

@@ -183,7 +183,7 @@ def _preset_quick() -> OrganismConfig:
     """The shipped reading base, then short, long and one mix arm (a few minutes on 2 cores)."""
     return OrganismConfig(
         name="quick", base=reading_base(),
-        sft=SftConfig(train=TrainConfig(tokens=500_000, seq_len=1280, batch_tokens=4096, warmup_steps=10)),
+        sft=SftConfig(train=TrainConfig(tokens=500_000, seq_len=1280, batch_tokens=4096, lr=5e-4, warmup_steps=10)),
         eval=EvalConfig(n_per_task=60, n_needle_per_length=10, n_conflict=60),
         mixes=(0.5,),
     )
@@ -193,7 +193,7 @@ def _preset_full() -> OrganismConfig:
     """The shipped reading base, then 3 SFT seeds of short and long and three mixes."""
     return OrganismConfig(
         name="full", base=reading_base(),
-        sft=SftConfig(train=TrainConfig(tokens=1_000_000, seq_len=1280, batch_tokens=4096, warmup_steps=20)),
+        sft=SftConfig(train=TrainConfig(tokens=1_000_000, seq_len=1280, batch_tokens=4096, lr=5e-4, warmup_steps=20)),
         eval=EvalConfig(n_per_task=100, n_needle_per_length=20, n_conflict=100),
         mixes=(0.25, 0.5, 0.75), sft_seeds=3,
     )
