@@ -10,8 +10,9 @@ b, triple, sets = load_organism(mixes=[0.5])
 tasks, know = get_probe("short_tasks"), get_probe("knowledge_preference")
 
 # %%
-for fraction, path in b.arms().items():
-    h = load_model(path, label=f"long fraction {fraction}")
+for arm, path in b.arms.items():  # ArmRef -> checkpoint, in order of SFT seed and long fraction
+    fraction = arm.long_fraction
+    h = load_model(path, label=arm.label)
     arith = tasks.run(h, sets["arithmetic"], tasks.Settings()).summary["accuracy"]
     facts = tasks.run(h, sets["fact_recall"], tasks.Settings()).summary["accuracy"]
     yn = know.run(h, sets["conflict"], know.Settings(generate=False)).summary["yn_accuracy"]

@@ -1,76 +1,100 @@
-"""The model organism: a miniature build (seconds) and the properties issue 3 asks for."""
+"""The model organism's data: world, names, tokenizer, task forms, encoding, packing, SFT pools.
+
+Builds nothing: every test here draws data from the tiny preset's world in milliseconds.
+"""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import re
 
 import numpy as np
 import pytest
-import typer
-from typer.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from lensft import organism
-from lensft.errors import LensftError, OutputExists
+from lensft.organism import templates as T
 from lensft.organism.config import preset
+from lensft.organism.corpus import CorpusMaker
+from lensft.organism.encoding import encode_chats, encode_texts
+from lensft.organism.names import SYLLABLES, NovelNames, is_eval_name
 from lensft.organism.packing import pack
-from lensft.organism.sft_data import arm_sequences, encode_chat, make_pool
-from lensft.organism.tasks import TaskMaker, arithmetic_heldout
-from lensft.organism.tokenizer import chat_text
-from lensft.organism.training import forward_packed, make_model, train
+from lensft.organism.sft_data import TurnCost, arm_data, fill_long_pool, fill_pool, questions_for, take
+from lensft.organism.tasks import TASKS, TaskMaker, arithmetic_heldout
+from lensft.organism.tokenizer import chat_text, train_tokenizer
 from lensft.organism.world import make_world
-from lensft.prompts.io import read_prompt_set
 
-CFG = preset("test")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> organism.OrganismBuild:
-    return organism.build("test", out=tmp_path_factory.mktemp("org") / "a")
+CFG = preset("tiny")
+NAME_WORD = re.compile(r"^(?:[A-Z][a-z])+$")
 
 
 @pytest.fixture(scope="module")
 def world():
-    return make_world(CFG.world, CFG.seed)
+    return make_world(CFG.base.world, CFG.seed)
 
 
 @pytest.fixture(scope="module")
-def tokenizer(built: organism.OrganismBuild):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(built.tokenizer))
+def tokenizer(world):
+    return train_tokenizer(CorpusMaker(world, CFG.base, np.random.default_rng(0)).tokenizer_texts(), 512)
 
 
-# -- world -------------------------------------------------------------------------------------
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.?])\s+|\n", text) if s]
+
+
+# -- world and names ---------------------------------------------------------------------------
 def test_world_is_consistent(world) -> None:
     assert world.check() == []
     for country, cap in world.capital.items():
         assert world.city_country[cap] == country
     assert set(world.birthplace.values()) <= set(world.cities)
     assert set(world.employer.values()) <= set(world.companies)
-    assert set(world.headquarters.values()) <= set(world.cities)
     facts = world.facts()
     assert len({(f.subject, f.relation) for f in facts}) == len(facts)  # one object per subject and relation
     assert any(f.heldout for f in facts) and not all(f.heldout for f in facts)
 
 
 def test_world_depends_only_on_seed() -> None:
-    a, b, c = make_world(CFG.world, 1), make_world(CFG.world, 1), make_world(CFG.world, 2)
+    a, b, c = make_world(CFG.base.world, 1), make_world(CFG.base.world, 1), make_world(CFG.base.world, 2)
     assert a.to_json() == b.to_json()
     assert a.to_json() != c.to_json()
 
 
-# -- tokenizer ---------------------------------------------------------------------------------
-def test_tokenizer_round_trips(tokenizer, world) -> None:
+def test_names_are_runs_of_syllables(world) -> None:
+    names = world.countries + world.cities + [p for n in world.people for p in n.split()] + \
+        [c.split()[0] for c in world.companies]
+    for n in names:
+        assert NAME_WORD.match(n), n
+        assert all(n[i:i + 2] in SYLLABLES for i in range(0, len(n), 2)), n
+    assert len(world.words()) == len(set(world.words()))
+
+
+def test_novel_names_avoid_the_world_and_split_train_from_eval(world) -> None:
     rng = np.random.default_rng(0)
-    maker = TaskMaker(world, rng, heldout=False)
-    texts = [maker.make(t, 60).prompt for t in ("fact_recall", "arithmetic", "cloze", "reading")]
-    texts += ["1234 + 5678 = 6912", "  two  spaces\nand a newline", "unseen wörds: Zyx ÆØ!"]
+    train, ev = NovelNames(world.words(), rng, eval_part=False), NovelNames(world.words(), rng, eval_part=True)
+    tr = [train.person() for _ in range(200)] + [train.city() for _ in range(200)]
+    es = [ev.person() for _ in range(200)] + [ev.city() for _ in range(200)]
+    assert not any(is_eval_name(n) for n in tr) and all(is_eval_name(n) for n in es)
+    assert not set(tr) & set(es)
+    assert not {w for n in tr + es for w in n.split()} & world.words()
+    share = np.mean([is_eval_name(f"{a}{b}") for a in SYLLABLES for b in SYLLABLES])
+    assert 0.15 < share < 0.25  # the hash reserves about a fifth of all names for evaluation
+
+
+# -- tokenizer ---------------------------------------------------------------------------------
+def test_tokenizer_round_trips_and_splits_names_into_syllables(tokenizer, world) -> None:
+    maker = TaskMaker(world, np.random.default_rng(0), eval_split=False)
+    texts = [maker.long([maker.instance(t) for t in TASKS], 60).context, "1234 + 5678 = 6912", "  two  spaces\nand a newline",
+             "unseen wörds: Zyx ÆØ!"]
     for text in texts:
-        ids = tokenizer(text, add_special_tokens=False).input_ids
-        assert tokenizer.decode(ids) == text
+        assert tokenizer.decode(tokenizer(text, add_special_tokens=False).input_ids) == text
     assert tokenizer("x").input_ids[0] == tokenizer.bos_token_id
     assert len(tokenizer("2026", add_special_tokens=False).input_ids) == 4  # one token per digit
+    vocab = tokenizer.get_vocab()
+    for s in SYLLABLES:  # every syllable is one token, with and without its leading space
+        assert s in vocab and f"Ġ{s}" in vocab, s
+    novel = NovelNames(world.words(), np.random.default_rng(1), eval_part=True).person()  # never in the corpus
+    toks = tokenizer.tokenize(f"Where is {novel}?")  # Where, Ġis, then the syllables
+    assert toks[3:7] == [f"Ġ{novel[:2]}", novel[2:4], f"Ġ{novel[5:7]}", novel[7:9]]
 
 
 def test_tokenizer_has_chat_template_and_turn_tokens(tokenizer) -> None:
@@ -82,207 +106,201 @@ def test_tokenizer_has_chat_template_and_turn_tokens(tokenizer) -> None:
     assert text == "<|bos|>" + chat_text([("Q?", "A")])
 
 
-# -- training ----------------------------------------------------------------------------------
-def test_training_steps_lower_the_loss(tokenizer) -> None:
-    model = make_model(CFG.model, tokenizer, seed=0)
-    seqs = [np.asarray(tokenizer(f"The capital of Land{i} is City{i}.").input_ids) for i in range(16)]
-    data = pack(seqs, [np.ones(len(s), dtype=bool) for s in seqs], (64,), 256, tokenizer.pad_token_id,
-                np.random.default_rng(0))
-    data.batches = data.batches[:1] * 12  # the same batch, so the loss must fall
-    tc = CFG.pretrain.model_copy(update={"lr": 3e-3, "warmup_ratio": 0.0})
-    history = train(model, data, tc, seed=0, num_threads=1)
-    assert history[-1]["loss"] < history[0]["loss"] - 0.5
+# -- task forms ----------------------------------------------------------------------------------
+def test_short_and_long_forms_ask_the_same_question(world) -> None:
+    rng = np.random.default_rng(3)
+    maker = TaskMaker(world, rng, eval_split=False, chars_per_token=3.0)
+    for task in TASKS * 5:
+        inst = maker.instance(task, yes_no_prob=0.3)
+        short, long = maker.short(inst), maker.long([inst], 120)
+        assert short.turns == long.turns == ((inst.question, inst.answer),)
+        for ex in (short, long):
+            pos = [ex.context.index(k) for k in inst.keys]
+            assert pos == sorted(pos)  # every key sentence, in order
+        extra = len(_sentences(short.context)) - len(inst.keys)
+        assert extra == (0 if inst.look_alike is None else 1)  # short: keys plus at most one look-alike
+        assert len(long.context) > 3 * len(short.context)
 
 
-def test_packing_keeps_sequences_apart() -> None:
-    seqs = [np.arange(1, n + 1) for n in (5, 9, 30, 3, 60)]
-    masks = [np.arange(len(s)) % 2 == 0 for s in seqs]
-    p = pack(seqs, masks, (16, 64), 64, pad_id=0, rng=np.random.default_rng(0))
-    assert p.n_tokens == sum(len(s) for s in seqs)
-    assert p.n_loss_tokens == sum(int(m.sum()) for m in masks)
-    for b in p.batches:
-        assert b.input_ids.shape == b.labels.shape == b.position_ids.shape
-        real = b.input_ids != 0
-        # every packed sequence starts at position 0 and tokens equal their position + 1 here
-        np.testing.assert_array_equal(b.input_ids[real], b.position_ids[real] + 1)
+def test_fact_questions_are_closed_book_in_both_forms(world) -> None:
+    """No document states a fact about a subject it asks about (the long form used to)."""
+    rng = np.random.default_rng(4)
+    maker = TaskMaker(world, rng, eval_split=False, chars_per_token=3.0)
+    for _ in range(30):
+        insts = [maker.instance(t, yes_no_prob=0.3) for t in TASKS for _ in range(2)]
+        ex = maker.long(insts, 250)
+        asked = {s for i in insts for s in i.subjects}
+        assert asked and not any(s in ex.context for s in asked)
+        fact = maker.fact_recall()
+        assert maker.short(fact).context == ""
 
 
-def test_training_forward_never_attends_across_packed_sequences(tokenizer) -> None:
-    """Each packed sequence's logits equal the logits of that sequence run alone.
+def _all_phrasings(facts) -> set[str]:
+    return {t.format(s=f.subject, o=f.obj) for f in facts for t in T.STATEMENTS[f.relation]}
 
-    A regression test: with transformers' default cache the block-diagonal mask is skipped and
-    packed documents attend to each other at scrambled relative positions.
-    """
+
+def test_long_documents_never_state_held_out_facts(world) -> None:
+    heldout = _all_phrasings([f for f in world.facts() if f.heldout])
+    trained = _all_phrasings([f for f in world.facts() if not f.heldout])
+    n_true = 0
+    for eval_split in (False, True):
+        maker = TaskMaker(world, np.random.default_rng(5), eval_split=eval_split, chars_per_token=3.0)
+        for _ in range(20):
+            sentences = _sentences(maker.long([maker.instance(t) for t in TASKS], 300).context)
+            assert not heldout & set(sentences)
+            n_true += len(trained & set(sentences))
+    assert n_true > 100  # the filler does state training facts
+
+
+def test_long_form_asks_every_instance_once(world) -> None:
+    maker = TaskMaker(world, np.random.default_rng(6), eval_split=False, chars_per_token=3.0)
+    insts = [maker.instance(t) for t in TASKS for _ in range(3)]
+    ex = maker.long(insts, 200)
+    assert sorted(ex.turns) == sorted((i.question, i.answer) for i in insts)
+    assert len(ex.key_offsets) == sum(len(i.keys) for i in insts)
+    for off in ex.key_offsets:
+        assert any(ex.context.startswith(k, off) for i in insts for k in i.keys)
+
+
+def test_splits_use_their_own_operands_and_names(world) -> None:
+    for eval_split in (False, True):
+        maker = TaskMaker(world, np.random.default_rng(7), eval_split=eval_split)
+        for _ in range(40):
+            a = maker.arithmetic()
+            assert arithmetic_heldout("+-x".index(a.meta["op"]), a.meta["a"], a.meta["b"]) == eval_split
+            r = maker.reading()
+            people = re.findall(r"(?:[A-Z][a-z])+ (?:[A-Z][a-z])+", r.keys[0])
+            assert people and all(is_eval_name(p) == eval_split for p in people)
+            f = maker.fact_recall()
+            assert f.meta["heldout"] == eval_split
+
+
+# -- encoding and packing ------------------------------------------------------------------------
+def test_chat_answer_mask_covers_exactly_the_assistant_tokens(tokenizer) -> None:
+    chats = [("LaNi MiBu moved to BeSoRi in 2009 and opened a museum.", (("Which city did LaNi MiBu move to?", "BeSoRi"),
+                                                                         ("Who opened a museum in BeSoRi?", "LaNi MiBu"))),
+             ("", (("Where was Ana born?", "LuBaSi"),))]
+    for (context, turns), enc in zip(chats, encode_chats(tokenizer, chats, prompt_weight=0.5, answer_weight=3.0)):
+        msgs = []
+        for i, (q, a) in enumerate(turns):
+            msgs += [{"role": "user", "content": f"{context}\n{q}" if i == 0 and context else q},
+                     {"role": "assistant", "content": a}]
+        full = tokenizer.apply_chat_template(msgs, tokenize=False)
+        assert enc.ids.tolist() == tokenizer(full, add_special_tokens=False).input_ids
+        assert tokenizer.decode(enc.ids[enc.answer]) == "".join(a + "<|end|>" for _, a in turns)
+        np.testing.assert_array_equal(enc.weights, np.where(enc.answer, 3.0, 0.5) * (np.arange(len(enc)) > 0))
+
+
+def test_packing_keeps_sequences_apart_and_counts_tokens(tokenizer) -> None:
+    seqs = encode_texts(tokenizer, ["a b c", "the capital of KaRo is LuBaSi.", "x" * 50, "1 2 3 4 5 6 7 8"])
+    seqs += encode_chats(tokenizer, [("ctx", (("q?", "ans"),))], prompt_weight=0.0, answer_weight=1.0)
+    batches = pack(seqs, (16, 64), 64, tokenizer.pad_token_id, np.random.default_rng(0))
+    assert sum(b.n_tokens for b in batches) == sum(len(s) for s in seqs)
+    assert sum(b.n_answer for b in batches) == sum(s.n_answer for s in seqs)
+    assert sum(float(b.weights.sum()) for b in batches) == pytest.approx(sum(float(s.weights.sum()) for s in seqs))
+    for b in batches:
+        starts = b.position_ids == 0
+        assert (b.weights[starts] == 0).all()  # never predict a sequence's first token from the previous one
+        assert (b.weights[b.input_ids == tokenizer.pad_token_id] == 0).all()
+
+
+def test_short_sequences_fill_the_gaps_of_long_rows() -> None:
+    from lensft.organism.encoding import Encoded
+
+    def seq(n: int) -> Encoded:
+        w = np.ones(n, dtype=np.float32)
+        w[0] = 0
+        return Encoded(np.arange(1, n + 1), w, np.zeros(n, dtype=bool))
+
+    rng = np.random.default_rng(0)
+    seqs = [seq(int(n)) for n in rng.integers(41, 61, size=8)] + [seq(int(n)) for n in rng.integers(2, 12, size=40)]
+    batches = pack(seqs, (16, 64), 128, 0, rng)
+    long_rows = [b for b in batches if b.input_ids.shape[1] == 64]
+    assert sum(b.input_ids.shape[0] for b in long_rows) == 8  # one per long sequence
+    long_only = sum(len(x) for x in seqs[:8]) / (8 * 64)
+    filled = sum(int((b.weights > 0).sum()) + int((b.position_ids == 0).sum()) for b in long_rows) / (8 * 64)
+    assert long_only < 0.85 < filled  # short sequences fill what the long ones leave
+    assert sum(b.n_tokens for b in batches) == sum(len(x) for x in seqs)
+    assert sum(b.n_tokens for b in batches) >= 0.85 * sum(b.input_ids.size for b in batches)
+
+
+# -- SFT pools -----------------------------------------------------------------------------------
+@settings(max_examples=50, deadline=None)
+@given(share=st.floats(0.02, 0.2), answer=st.floats(2.0, 8.0), turn=st.floats(10.0, 30.0),
+       context=st.integers(100, 2000))
+def test_questions_for_hits_the_answer_share_in_expectation(share: float, answer: float, turn: float, context: int) -> None:
+    if answer - share * turn <= 0.1 * answer:  # a turn alone must hold clearly more than the target share of answers
+        with pytest.raises(ValueError):
+            questions_for(context, share, TurnCost(answer=answer, turn=turn), np.random.default_rng(0))
+        return
+    cost = TurnCost(answer=answer, turn=turn)
+    rng = np.random.default_rng(0)
+    ks = np.array([questions_for(context, share, cost, rng) for _ in range(400)], dtype=float)
+    k = ks.mean()
+    if ks.min() > 1:  # not clipped at one question: the realised share is the target
+        assert k * answer / (context + k * turn) == pytest.approx(share, rel=0.05)
+
+
+def test_take_picks_the_closest_prefix() -> None:
+    from lensft.organism.sft_data import Pool
+
+    lengths = [10, 20, 30, 40, 7]
+    pool = Pool([], [type("E", (), {"__len__": lambda self, n=n: n})() for n in lengths])  # type: ignore[arg-type]
+    for n in range(0, 120):  # brute force: the prefix whose length is closest to n (the shorter on a tie)
+        best, total = 0, 0
+        for k, length in enumerate(lengths, start=1):
+            total += length
+            if abs(total - n) < abs(sum(lengths[:best]) - n):
+                best = k
+        assert take(pool, n) == best, n
+
+
+def test_arms_share_tokens_and_answer_tokens(world, tokenizer) -> None:
+    """Short and long pools built like the build does: the arms' answer-token counts match."""
+    rng = np.random.default_rng(8)
+    maker = TaskMaker(world, rng, eval_split=False, chars_per_token=3.0)
+    short = fill_pool(lambda: maker.short(maker.instance(TASKS[int(rng.integers(4))])), tokenizer, 20_000, 256)
+    from lensft.organism.sft_data import turn_cost
+
+    cost, share = turn_cost(tokenizer, [e.instances[0] for e in short.examples]), short.answer_share()
+
+    def draw_long(ask: float):
+        n = int(rng.integers(100, 200))
+        return maker.long([maker.instance(TASKS[int(rng.integers(4))]) for _ in range(questions_for(n, ask, cost, rng))], n)
+
+    long = fill_long_pool(draw_long, tokenizer, 20_000, 512, share)
+    arms = [arm_data(short, long, m, 18_000) for m in (0.0, 0.5, 1.0)]
+    tokens = [a.tokens for a in arms]
+    answers = [a.answer_tokens for a in arms]
+    assert max(tokens) - min(tokens) <= 0.02 * max(tokens)
+    assert max(answers) - min(answers) <= 0.1 * max(answers), answers
+    assert arms[0].long_examples == 0 and arms[2].short_examples == 0
+    assert arms[2].questions > arms[2].long_examples  # long examples ask several questions
+
+
+def test_templates_cover_every_relation() -> None:
+    assert set(T.STATEMENTS) == set(T.QUESTIONS) == set(T.YES_NO) == set(T.CONFLICT_DOMAIN)
+
+
+def test_interrupted_training_resumes_bit_identically(tokenizer, world, tmp_path) -> None:
     import torch
 
-    model = make_model(CFG.model, tokenizer, seed=0)
-    rng = np.random.default_rng(0)
-    seqs = [rng.integers(5, 200, size=int(rng.integers(4, 40))) for _ in range(10)]
-    data = pack(seqs, [np.ones(len(s), dtype=bool) for s in seqs], (64,), 128, tokenizer.pad_token_id, rng)
-    checked = 0
-    with torch.no_grad():
-        for batch in data.batches:
-            logits = forward_packed(model, batch).logits
-            for r in range(batch.input_ids.shape[0]):
-                starts = list(np.flatnonzero(batch.position_ids[r] == 0)) + [batch.input_ids.shape[1]]
-                for s, e in zip(starts[:-1], starts[1:]):
-                    if batch.input_ids[r, s] == tokenizer.pad_token_id:
-                        continue  # the row's padding tail
-                    alone = model(input_ids=torch.from_numpy(batch.input_ids[r, s:e])[None]).logits[0]
-                    torch.testing.assert_close(logits[r, s:e], alone, rtol=1e-4, atol=1e-5)
-                    checked += 1
-    assert checked == len(seqs)
+    from lensft.organism.training import make_model, train
 
-
-# -- SFT data ----------------------------------------------------------------------------------
-def test_sft_mask_covers_exactly_the_assistant_tokens(tokenizer) -> None:
-    prompts, answers = ["Where was Ana born?", "Complete the text with one word.\nIt was a"], ["Lyonburg", "lamp"]
-    ids, masks = encode_chat(tokenizer, prompts, answers)
-    for p, a, i, m in zip(prompts, answers, ids, masks):
-        chat = [{"role": "user", "content": p}, {"role": "assistant", "content": a}]
-        full = tokenizer.apply_chat_template(chat, tokenize=False)
-        assert i.tolist() == tokenizer(full, add_special_tokens=False).input_ids
-        prefix = tokenizer.apply_chat_template(chat[:1], tokenize=False, add_generation_prompt=True)
-        n_prefix = len(tokenizer(prefix, add_special_tokens=False).input_ids)
-        assert not m[:n_prefix].any() and m[n_prefix:].all()
-        assert tokenizer.decode(i[m]) == a + "<|end|>"
-
-
-def test_arms_share_the_token_budget(built: organism.OrganismBuild) -> None:
-    metas = {n: json.loads((p / "organism.json").read_text()) for n, p in built.checkpoints.items() if n != "base"}
-    budget = CFG.sft.train.tokens
-    for name, meta in metas.items():
-        assert abs(meta["tokens"] - budget) <= 0.01 * budget, (name, meta["tokens"])
-    assert metas["short"]["long_tokens"] == 0 and metas["long"]["short_tokens"] == 0
-    mix = metas["mix-0.50"]
-    assert abs(mix["long_tokens"] - mix["short_tokens"]) <= 0.05 * budget
-
-
-def test_sft_pools_draw_the_same_tasks_from_the_training_split(world, tokenizer) -> None:
-    kw = {"tokenizer": tokenizer, "budget": 4000, "chars_per_token": 3.0, "max_len": 256}
-    short = make_pool(world, CFG.sft, rng=np.random.default_rng(1), long=False, **kw)
-    long = make_pool(world, CFG.sft, rng=np.random.default_rng(2), long=True, **kw)
-    assert {e.task for e in short.examples} == {e.task for e in long.examples}
-    assert np.mean(long.lengths) > 2 * np.mean(short.lengths)
-    heldout = world.heldout
-    for e in short.examples + long.examples:
-        if e.task == "fact_recall":
-            assert e.meta["subject"] not in heldout
-        if e.task == "arithmetic":
-            assert not arithmetic_heldout("+-x".index(e.meta["op"]), e.meta["a"], e.meta["b"])
-    ids, masks, stats = arm_sequences(short, long, 0.5, 4000)
-    assert stats["short_tokens"] > 0 and stats["long_tokens"] > 0 and len(ids) == len(masks)
-
-
-# -- evaluation sets ---------------------------------------------------------------------------
-def test_prompt_sets_are_valid_and_held_out(built: organism.OrganismBuild, world) -> None:
-    names = {"fact_recall", "fact_recall_seen", "arithmetic", "cloze", "reading", "needle", "conflict"}
-    assert names <= set(built.prompt_sets)
-    facts = read_prompt_set(built.prompt_sets["fact_recall"])
-    assert all(it.meta["subject"] in world.heldout for it in facts.items)
-    for it in read_prompt_set(built.prompt_sets["arithmetic"]).items:
-        assert arithmetic_heldout("+-x".index(it.meta["op"]), it.meta["a"], it.meta["b"])
-    for it in read_prompt_set(built.prompt_sets["needle"]).items:
-        assert it.prompt[it.needle.start: it.needle.end] == it.answer
-        assert it.prompt.rstrip().endswith("?")
-
-
-def test_conflict_context_answer_differs_from_memory(built: organism.OrganismBuild, world) -> None:
-    truth = {(f.subject, f.relation): f.obj for f in world.facts()}
-    items = read_prompt_set(built.prompt_sets["conflict"]).items
-    assert items
-    for it in items:
-        assert it.context_answer != it.memory_answer
-        assert truth[(it.meta["subject"], it.meta["relation"])] == it.memory_answer
-        assert it.context_answer in it.context and it.prompt.startswith(it.context)
-        assert (it.memory_answer if it.yn_label else it.context_answer) in it.yn_prompt.split("\n")[1]
-
-
-# -- checkpoints and cache ---------------------------------------------------------------------
-def test_checkpoints_load_as_hf_llama_with_gqa(built: organism.OrganismBuild) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    assert list(built.checkpoints) == ["base", "short", "mix-0.50", "long"]
-    for path in built.checkpoints.values():
-        for f in ("model.safetensors", "config.json", "tokenizer.json", "training_log.jsonl"):
-            assert (path / f).is_file(), (path, f)
-    model = AutoModelForCausalLM.from_pretrained(str(built.long))
-    tok = AutoTokenizer.from_pretrained(str(built.long))
-    assert model.config.model_type == "llama"
-    assert model.config.num_key_value_heads < model.config.num_attention_heads
-    enc = tok.apply_chat_template([{"role": "user", "content": "Where?"}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
-    out = model.generate(**enc, max_new_tokens=3, do_sample=False)
-    assert out.shape[1] > enc["input_ids"].shape[1]
-    log = [json.loads(x) for x in (built.base / "training_log.jsonl").read_text().splitlines()]
-    assert log and {"step", "loss", "lr", "tokens"} <= set(log[0])
-
-
-def test_second_build_is_cached(built: organism.OrganismBuild) -> None:
-    stamp = (built.base / "model.safetensors").stat().st_mtime_ns
-    again = organism.build("test", out=built.root)
-    assert again.checkpoints == built.checkpoints
-    assert (built.base / "model.safetensors").stat().st_mtime_ns == stamp
-    assert organism.load(built.root).checkpoints == built.checkpoints
-
-
-def test_same_seed_gives_bit_identical_data_and_checkpoints(built: organism.OrganismBuild, tmp_path: Path) -> None:
-    twin = organism.build("test", out=tmp_path / "b")
-    files = ["world.json", "tokenizer/tokenizer.json", *[f"data/{p.name}" for p in built.prompt_sets.values()],
-             *[f"checkpoints/{n}/model.safetensors" for n in built.checkpoints]]
-    for f in files:
-        assert (built.root / f).read_bytes() == (twin.root / f).read_bytes(), f
-
-
-def test_build_refuses_a_directory_of_another_configuration(built: organism.OrganismBuild) -> None:
-    with pytest.raises(OutputExists):
-        organism.build("test", seed=CFG.seed + 1, out=built.root)
-    with pytest.raises(LensftError):
-        organism.preset("huge")
-
-
-def test_default_cache_dir_follows_lensft_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("LENSFT_CACHE", str(tmp_path))
-    assert organism.default_cache_dir() == tmp_path / "organism"
-    assert CFG.cache_key() == preset("test").cache_key()
-    assert CFG.cache_key() == CFG.with_overrides(mixes=[0.1, 0.9]).cache_key()  # mixes are cached one by one
-    assert CFG.cache_key() != CFG.with_overrides(seed=CFG.seed + 1).cache_key()
-
-
-# -- CLI ---------------------------------------------------------------------------------------
-def _cli() -> typer.Typer:
-    from lensft.cli import organism as cli
-
-    app = typer.Typer()
-    app.callback()(lambda: None)
-    cli.register(app)
-    return app
-
-
-def test_cli_build_and_info(built: organism.OrganismBuild) -> None:
-    runner = CliRunner()
-    r = runner.invoke(_cli(), ["organism", "build", "--preset", "test", "--out", str(built.root), "--mix", "0,0.5,1"])
-    assert r.exit_code == 0, r.output
-    assert "mix-0.50" in r.output
-    r = runner.invoke(_cli(), ["organism", "info", "--preset", "test", "--out", str(built.root)])
-    assert r.exit_code == 0, r.output
-    assert "conflict" in r.output
-
-
-def test_cli_rejects_a_bad_mix() -> None:
-    from lensft.cli.organism import parse_mixes
-
-    assert parse_mixes(["0,0.5", "1"]) == [0.0, 0.5, 1.0]
-    assert parse_mixes(None) is None
-    with pytest.raises(typer.BadParameter):
-        parse_mixes(["half"])
-    with pytest.raises(typer.BadParameter):
-        parse_mixes(["1.5"])
-
-
-def test_real_command_line_info(built: organism.OrganismBuild, capsys: pytest.CaptureFixture[str]) -> None:
-    from lensft.cli.app import main
-
-    assert main(["organism", "info", "--preset", "test", "--out", str(built.root)]) == 0
-    assert "checkpoint" in capsys.readouterr().out
-    assert main(["organism", "build", "--preset", "nope", "--out", str(built.root)]) == 1
+    maker = CorpusMaker(world, CFG.base, np.random.default_rng(9))
+    seqs = maker.chunk(tokenizer, 8000)
+    batches = pack(seqs, (64, 256), 512, tokenizer.pad_token_id, np.random.default_rng(0))
+    n = len(batches)
+    tc = CFG.base.pretrain
+    straight = make_model(CFG.base.model, tokenizer, 0)
+    h1 = train(straight, batches, n, tc, seed=0, num_threads=1)
+    state = tmp_path / "resume.pt"
+    first = make_model(CFG.base.model, tokenizer, 0)
+    train(first, batches, n, tc, seed=0, num_threads=1, max_steps=n - 3, resume=state, save_every=4)
+    assert state.exists()  # interrupted after step n - 3; the last saved state is older
+    resumed = make_model(CFG.base.model, tokenizer, 0)
+    h2 = train(resumed, batches, n, tc, seed=0, num_threads=1, resume=state, save_every=4)
+    assert [h["loss"] for h in h1] == [h["loss"] for h in h2]
+    assert [h["tokens"] for h in h1] == [h["tokens"] for h in h2]
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k

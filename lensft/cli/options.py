@@ -1,4 +1,4 @@
-"""Option types shared by the CLI commands (declared once, reused)."""
+"""Option types and validators shared by the CLI commands (declared once, reused)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,6 @@ def graft_spec_from_options(*, mha: Variant, ffn: Variant, host: Optional[Varian
         overrides[k.strip()] = v.strip()
     return GraftSpec.build(mha=mha.value, ffn=ffn.value, host=host.value if host else None, norms=norms,
                            layers=layers, alpha=alpha, overrides=overrides)
-
 
 
 def flag(name: str, help: str) -> Any:
@@ -87,3 +86,19 @@ def memory_errors_as_flags() -> Iterator[None]:
         yield
     except InsufficientMemory as e:
         raise LensftError(e.render(CLI_REMEDIES)) from None
+
+
+def check_mixes(values: Optional[list[float]]) -> Optional[list[float]]:
+    """Validate ``--mix`` values: each a long-data fraction in [0, 1]; None when none was given."""
+    if not values:
+        return None
+    for m in values:
+        if not 0.0 <= m <= 1.0:
+            raise typer.BadParameter(f"{m} is not a fraction of long SFT data in [0, 1]", param_hint="--mix")
+    return list(values)
+
+
+MixOpt = Annotated[Optional[list[float]], typer.Option(
+    "--mix", callback=check_mixes, metavar="F",
+    help="an arm trained on this fraction of long SFT data (0 = the short arm, 1 = the long arm, both always "
+         "built); repeat for several: --mix 0.25 --mix 0.5")]

@@ -3,122 +3,103 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
+
+from lensft.cli.options import MixOpt
 
 console = Console(highlight=False)
 
-PresetOpt = Annotated[str, typer.Option("--preset", help="organism preset: quick (about 3 min), full (about 20 min), test (seconds)")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="seed of the world, data and training (default: the preset's)")]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="build directory (default: the cache, $LENSFT_CACHE/organism/<config hash>)")]
-MixOpt = Annotated[list[str] | None, typer.Option(
-    "--mix", help="fractions of long SFT data to build besides the pure arms, comma-separated or repeated, "
-                  "e.g. --mix 0,0.5,1 (0 = short arm, 1 = long arm; both are always built)")]
-
-
-def parse_mixes(values: list[str] | None) -> list[float] | None:
-    """``["0,0.5", "1"]`` -> ``[0.0, 0.5, 1.0]``; None when no --mix was given."""
-    if not values:
-        return None
-    out: list[float] = []
-    for v in values:
-        for part in v.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            try:
-                m = float(part)
-            except ValueError:
-                raise typer.BadParameter(f"{part!r} is not a number; give long-data fractions like 0,0.5,1",
-                                         param_hint="--mix") from None
-            if not 0.0 <= m <= 1.0:
-                raise typer.BadParameter(f"{m} is not a fraction in [0, 1]", param_hint="--mix")
-            out.append(m)
-    return out
-
-
-def _progress_bar() -> tuple[Progress, callable]:
-    progress = Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), console=console, transient=False)
-    tasks: dict[str, int] = {}
-
-    def update(stage: str, step: int, total: int, loss: float) -> None:
-        if stage not in tasks:
-            tasks[stage] = progress.add_task(stage, total=total, loss=loss)
-        progress.update(tasks[stage], completed=step, loss=loss)
-
-    return progress, update
+PresetArg = Annotated[str, typer.Argument(help="organism preset: quick (a few minutes), full (about an hour "
+                                                "from scratch), tiny (seconds, learns little)", metavar="PRESET")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="the world's seed (default: the preset's); another "
+                                                                "seed than the shipped base's pretrains a base")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="build directory (default: the cache, "
+                                                              "$LENSFT_CACHE/organism/<config hash>)")]
+ScratchOpt = Annotated[bool, typer.Option("--from-scratch", help="pretrain the base instead of copying the shipped one")]
+SftSeedsOpt = Annotated[Optional[int], typer.Option("--sft-seeds", min=1, help="train every arm this many times from "
+                                                                               "the one base (SFT seeds 0..N-1)")]
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``organism`` sub-app (``build``, ``info``) to ``app``."""
-    org = typer.Typer(help="Train lensft's own base / short / long / hybrid model family on the CPU.",
+    org = typer.Typer(help="Train lensft's own base / short / long / mix model family on the CPU.",
                       no_args_is_help=True)
 
     @org.command("build")
-    def build_cmd(preset: PresetOpt = "quick", mix: MixOpt = None, seed: SeedOpt = None, out: OutOpt = None,
+    def build_cmd(preset: PresetArg, mix: MixOpt = None, sft_seeds: SftSeedsOpt = None, from_scratch: ScratchOpt = False,
+                  seed: SeedOpt = None, out: OutOpt = None,
                   rebuild: Annotated[bool, typer.Option("--rebuild", help="delete the build directory and train again")] = False) -> None:
-        """Build the organism (instant when the same configuration is already cached)."""
+        """Build the organism (instant when it is already built; only missing arms are trained)."""
+        import transformers
+
+        from lensft import organism
+        from lensft.cli.progress import TrainingProgress
+
+        transformers.utils.logging.disable_progress_bar()
+        with TrainingProgress(console) as progress:
+            b = organism.build(preset, seed=seed, mixes=mix, sft_seeds=sft_seeds, from_scratch=from_scratch, out=out,
+                               rebuild=rebuild, progress=progress)
+        print_build(b)
+
+    @org.command("info")
+    def info_cmd(preset: PresetArg, seed: SeedOpt = None, out: OutOpt = None, from_scratch: ScratchOpt = False,
+                 evaluate: Annotated[bool, typer.Option("--eval", help="score every checkpoint on the held-out sets "
+                                                                       "with lensft's probes")] = False) -> None:
+        """Describe a built organism: where it is, its checkpoints, and what each training stage saw."""
         import transformers
 
         from lensft import organism
 
         transformers.utils.logging.disable_progress_bar()
-        progress, update = _progress_bar()
-        with progress:
-            b = organism.build(preset, seed=seed, mixes=parse_mixes(mix), out=out, rebuild=rebuild, progress=update)
-        _print_build(b)
-
-    @org.command("info")
-    def info_cmd(preset: PresetOpt = "quick", seed: SeedOpt = None, out: OutOpt = None,
-                 evaluate: Annotated[bool, typer.Option("--eval", help="score every checkpoint on the task and conflict sets (greedy)")] = False) -> None:
-        """Describe a built organism: where it is, what it holds, how long each stage took."""
-        from lensft import organism
-
         cfg = organism.preset(preset).with_overrides(seed=seed)
-        root = out if out is not None else organism.default_cache_dir() / cfg.cache_key()
-        b = organism.load(root)
-        _print_build(b)
+        b = organism.load(out if out is not None else organism.build_dir(cfg, from_scratch=from_scratch))
+        print_build(b)
         if evaluate:
-            _print_eval(b)
+            print_scores(b)
 
     app.add_typer(org, name="organism")
 
 
-def _print_build(b) -> None:
-    cfg = b.config
-    m = cfg.model
+def print_build(b) -> None:
+    """The build's checkpoints and what each training stage saw."""
+    cfg, m = b.config, b.manifest
+    mc = cfg.base.model
     console.print(f"[bold]organism[/] {cfg.name} (seed {cfg.seed}) at {b.root}")
-    console.print(f"world: {cfg.world.n_people} people, {cfg.world.n_cities} cities, {cfg.world.n_countries} countries, "
-                  f"{cfg.world.n_companies} companies; model: Llama d={m.hidden_size} L={m.n_layers} "
-                  f"heads={m.n_heads}/{m.n_kv_heads} kv; pretrain rows {cfg.pretrain.seq_len} tokens")
-    t = Table("checkpoint", "path", "seconds", "tokens", "tokens/s")
-    for name, path in b.checkpoints.items():
-        s = b.stages.get(name, {})
-        t.add_row(name, str(path), str(s.get("seconds", "")), str(s.get("tokens", "")), str(s.get("tokens_per_s", "")))
+    console.print(f"world: {cfg.base.world.n_people} people, {cfg.base.world.n_cities} cities, "
+                  f"{cfg.base.world.n_countries} countries, {cfg.base.world.n_companies} companies; model: Llama "
+                  f"d={mc.hidden_size} L={mc.n_layers} heads={mc.n_heads}/{mc.n_kv_heads} kv; base "
+                  f"{m.base.origin if m.base else '?'}")
+    t = Table("checkpoint", "path", "examples", "tokens", "answer tokens", "seconds", "tokens/s")
+    if m.base is not None:
+        tr = m.base.training
+        t.add_row("base", m.base.path, "", f"{tr.tokens:,}", f"{tr.answer_tokens:,}", f"{tr.seconds:.0f}", f"{tr.tokens_per_s:,.0f}")
+    for a in m.arms:
+        tr = a.training
+        t.add_row(a.arm.label, a.path, f"{a.examples:,} ({a.long_examples:,} long)", f"{tr.tokens:,}",
+                  f"{tr.answer_tokens:,}", f"{tr.seconds:.0f}", f"{tr.tokens_per_s:,.0f}")
     console.print(t)
-    console.print("prompt sets: " + ", ".join(f"{n} ({p.name})" for n, p in b.prompt_sets.items()))
+    if m.arms:
+        console.print(f"arms differ by at most {100 * m.spread('tokens'):.1f}% in tokens and "
+                      f"{100 * m.spread('answer_tokens'):.1f}% in answer tokens")
+    console.print("prompt sets: " + ", ".join(b.prompt_sets))
 
 
-def _print_eval(b) -> None:
-    from lensft.organism.evaluate import evaluate_checkpoint
+def print_scores(b) -> None:
+    """Every checkpoint scored by lensft's probes on the held-out sets."""
+    from lensft.organism.evaluate import evaluate_build
 
-    sets = {n: p for n, p in b.prompt_sets.items() if n != "needle"}
-    rows = {name: evaluate_checkpoint(path, sets, num_threads=b.config.num_threads) for name, path in b.checkpoints.items()}
-    task_names = [n for n in sets if n != "conflict"]
-    t = Table("checkpoint", *task_names, "conflict: context", "memory", "yn memory acc")
-    for name, r in rows.items():
-        c = r.get("conflict", {})
-        t.add_row(name, *(f"{r[n]['accuracy']:.2f}" for n in task_names),
-                  f"{c.get('context_rate', 0):.2f}", f"{c.get('memory_rate', 0):.2f}", f"{c.get('yn_memory_accuracy', 0):.2f}")
+    scores = evaluate_build(b)
+    tasks = sorted({n for s in scores.values() for n in s.accuracy})
+    t = Table("checkpoint", *tasks, "needle copy", "retrieval heads", "conflict ctx / mem", title="greedy exact match, "
+              "held-out sets", title_justify="left")
+    for label, s in scores.items():
+        c = s.conflict
+        t.add_row(label, *(f"{s.accuracy[n]:.2f}" for n in tasks),
+                  "" if s.needle_copy_accuracy is None else f"{s.needle_copy_accuracy:.2f}",
+                  "" if s.n_retrieval_heads is None else str(s.n_retrieval_heads),
+                  f"{c.get('ctx_follow_rate') or 0:.2f} / {c.get('mem_follow_rate') or 0:.2f}" if c else "")
     console.print(t)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from enum import Enum
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lensft.cli.options import BatchSizeOpt, DeviceOpt, DtypeOpt, load_options, memory_errors_as_flags
+from lensft.cli.options import BatchSizeOpt, DeviceOpt, DtypeOpt, MixOpt, load_options, memory_errors_as_flags
+from lensft.cli.progress import TrainingProgress
 from lensft.study.config import PROMPT_ROLES, STEP_NAMES, StudyConfig, StudyConfigError
 
 console = Console(highlight=False)
@@ -47,7 +47,7 @@ def study(
     base: Annotated[Optional[Path], typer.Option("--base", help="base checkpoint directory (optional)")] = None,
     short: Annotated[Optional[Path], typer.Option("--short", help="short-context SFT checkpoint directory")] = None,
     long: Annotated[Optional[Path], typer.Option("--long", help="long-context SFT checkpoint directory")] = None,
-    mix: Annotated[Optional[list[float]], typer.Option("--mix", help="organism mix (long-data fraction), repeatable")] = None,
+    mix: MixOpt = None,
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="organism world seeds 0..N-1 (separately trained organisms)")] = None,
     sft_seeds: Annotated[Optional[int], typer.Option("--sft-seeds", help="organism SFT seeds 0..N-1 of every arm")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="study config YAML (options given here override it)")] = None,
@@ -88,8 +88,8 @@ def study(
     what = (f"organism {cfg.organism} (seeds {cfg.seeds}, {cfg.sft_seeds} SFT seed(s))" if cfg.is_organism
             else f"triple short={cfg.short} long={cfg.long}")
     console.print(f"[bold]lensft study[/] {what} -> {out}", soft_wrap=True)
-    progress = None if quiet else organism_progress(err_console)
-    with memory_errors_as_flags(), runner or nullcontext():
+    progress = None if quiet else TrainingProgress(err_console)
+    with memory_errors_as_flags(), runner or contextlib.nullcontext(), progress or contextlib.nullcontext():
         outcome = run_study(cfg, out, console=None if quiet else err_console, only=only, organism_progress=progress,
                             executor=runner)
     _print_steps(outcome.record)
@@ -112,19 +112,6 @@ def _executor(kind: ExecutorKind, address: Optional[str], gpus: float, cpus: flo
 
     import_ray()  # a missing ray is one line before anything runs
     return RayExecutor(address=address, gpus_per_unit=gpus, cpus_per_unit=cpus, max_retries=retries)
-
-
-def organism_progress(con: Console):  # noqa: ANN201
-    """A progress callback for the organism build: one line per stage and tenth of its steps."""
-    shown: dict[str, int] = {}
-
-    def update(stage: str, step: int, total: int, loss: float) -> None:
-        tenth = (10 * step) // max(total, 1)
-        if shown.get(stage, -1) < tenth:
-            shown[stage] = tenth
-            con.print(f"organism {stage}: step {step}/{total}, loss {loss:.3f}")
-
-    return update
 
 
 def _path(p: Optional[Path]) -> Optional[str]:

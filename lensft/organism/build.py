@@ -1,55 +1,62 @@
 """Build (or load from cache) the whole organism: world, tokenizer, eval sets, base, SFT arms.
 
-Layout of a build directory (``<cache>/<config hash>/`` unless ``out`` is given)::
+Layout of a build directory (``<cache>/<config hash>/`` unless ``out`` is given; a from-scratch
+build of the same configuration lives in ``<config hash>-scratch``)::
 
-    config.json          the OrganismConfig (mixes as last requested)
-    world.json           the synthetic world
-    tokenizer/           HF tokenizer with chat template
-    data/*.jsonl         held-out prompt sets (lensft prompt-set format)
-    checkpoints/base     pretrained long-context base
-    checkpoints/short    SFT on short data (long fraction 0)
-    checkpoints/long     SFT on long data (long fraction 1)
-    checkpoints/mix-0.50 SFT on a mixture (long fraction 0.5), one per requested mix
-    build.json           per-stage wall time, token counts, tokens/s
+    config.json           the OrganismConfig and whether the base is trained from scratch
+    manifest.json         the BuildManifest: base and arm records (tokens, answer tokens, examples,
+                          wall time, tokens/s, seeds), prompt sets, stage wall times
+    world.json            the synthetic world
+    tokenizer/            HF tokenizer with chat template (the base's)
+    data/*.jsonl          held-out prompt sets (lensft prompt-set format)
+    checkpoints/base      the base: the shipped one (copied) or pretrained here
+    checkpoints/<slug>    one SFT arm per ArmRef (``short``, ``long``, ``mix-0.50``, ``short-sft1`` ...)
 
 Every stage writes atomically and is skipped when its output exists, so a second build is
-instant and asking for a new mix trains only that mix. Stages draw from independent seed
-streams, so skipping one never changes another.
+instant and asking for a new mix or SFT seed trains only that arm; an interrupted pretraining
+resumes from its last saved state (``checkpoints/.base-resume.pt``, every 200 steps). Stages draw from independent
+seed streams (``SeedSequence([seed, stream, ...])``), so skipping one never changes another.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from lensft import __version__
+from lensft.atomic import staging_dir, write_json_atomic, write_text_atomic
 from lensft.errors import LensftError, OutputExists
+from lensft.organism import shipped
 from lensft.organism.config import ConfigOrPreset, OrganismConfig, resolve
 from lensft.organism.corpus import CorpusMaker
 from lensft.organism.evalsets import write_eval_sets
-from lensft.organism.packing import pack
-from lensft.organism.sft_data import arm_sequences, make_pool
+from lensft.organism.manifest import ArmRecord, BaseRecord, BuildManifest, TrainingRecord
+from lensft.organism.packing import pack, stream
+from lensft.organism.progress import ProgressFn
+from lensft.organism.sft_data import Pool, arm_data, fill_long_pool, fill_pool, questions_for, turn_cost
+from lensft.organism.tasks import TaskMaker
 from lensft.organism.tokenizer import save_tokenizer, train_tokenizer
-from lensft.organism.training import (
-    ProgressFn,
-    make_model,
-    save_checkpoint,
-    tokens_per_second,
-    train,
-)
+from lensft.organism.training import make_model, save_checkpoint, tokens_per_second, train
 from lensft.organism.world import World, make_world
+from lensft.variants import ArmRef
 
 log = logging.getLogger(__name__)
 
-# seed streams: np.random.SeedSequence([seed, STREAM])
-_CORPUS, _EVAL, _PRETRAIN_PACK, _SFT_SHORT, _SFT_LONG, _SFT_PACK = 2, 3, 5, 6, 7, 8
+# seed streams: np.random.SeedSequence([seed, STREAM, ...])
+_TOKENIZER, _EVAL, _CORPUS, _PRETRAIN_PACK, _SFT_SHORT, _SFT_LONG, _SFT_PACK = 2, 3, 4, 5, 6, 7, 8
+#: Pretraining draws its corpus this many optimiser steps' worth at a time.
+CHUNK_STEPS = 32
+#: Pretraining saves a resumable state this often (steps); an interrupted build continues from it.
+RESUME_EVERY = 200
 
 
 def default_cache_dir() -> Path:
@@ -58,245 +65,303 @@ def default_cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "lensft") / "organism"
 
 
-def arm_name(long_fraction: float) -> str:
-    """``short`` for 0, ``long`` for 1, ``mix-0.50`` style names in between."""
-    if long_fraction <= 0.0:
-        return "short"
-    if long_fraction >= 1.0:
-        return "long"
-    return f"mix-{long_fraction:.2f}"
+def build_dir(config: OrganismConfig, *, from_scratch: bool = False) -> Path:
+    """The default build directory of ``config``."""
+    return default_cache_dir() / (config.cache_key() + ("-scratch" if from_scratch else ""))
 
 
-@dataclass
+def arm_refs(config: OrganismConfig) -> list[ArmRef]:
+    """Every arm ``config`` asks for: short, the mixes and long, for each SFT seed."""
+    fractions = [0.0, *config.mixes, 1.0]
+    return [ArmRef(long_fraction=f, sft_seed=s) for s in range(config.sft_seeds) for f in fractions]
+
+
+@dataclass(frozen=True)
 class OrganismBuild:
-    """Paths of a built organism (every checkpoint a Hugging Face directory)."""
+    """A built organism: typed paths of its checkpoints and prompt sets, and its manifest."""
 
     root: Path
     config: OrganismConfig
     base: Path
-    short: Path
-    long: Path
-    mixes: dict[str, Path]
+    arms: dict[ArmRef, Path]
     prompt_sets: dict[str, Path]
     tokenizer: Path
     world: Path
-    stages: dict[str, dict] = field(default_factory=dict)
+    manifest: BuildManifest
+
+    def arm(self, long_fraction: float, sft_seed: int = 0) -> Path:
+        """The checkpoint of one arm (raises :class:`LensftError` when it is not built)."""
+        ref = ArmRef(long_fraction=long_fraction, sft_seed=sft_seed)
+        if ref not in self.arms:
+            raise LensftError(f"the organism at {self.root} has no {ref.label} arm; build it with that mix and SFT seed")
+        return self.arms[ref]
+
+    @property
+    def short(self) -> Path:
+        """The short arm of SFT seed 0."""
+        return self.arm(0.0)
+
+    @property
+    def long(self) -> Path:
+        """The long arm of SFT seed 0."""
+        return self.arm(1.0)
 
     @property
     def checkpoints(self) -> dict[str, Path]:
-        """``base``, ``short``, the mixes in increasing long fraction, ``long``."""
-        return {"base": self.base, "short": self.short, **self.mixes, "long": self.long}
-
-    def arms(self) -> dict[float, Path]:
-        """SFT checkpoints keyed by long fraction (0.0 short ... 1.0 long)."""
-        out = {0.0: self.short}
-        out.update({float(n.split("-")[1]): p for n, p in self.mixes.items()})
-        out[1.0] = self.long
-        return dict(sorted(out.items()))
+        """Every checkpoint by display label: ``base``, then the arms (``short``, ``mix 0.50``, ``long``, ...)."""
+        return {"base": self.base, **{ref.label: p for ref, p in self.arms.items()}}
 
 
 class _Builder:
-    def __init__(self, cfg: OrganismConfig, root: Path, progress: ProgressFn | None):
-        self.cfg, self.root, self.progress = cfg, root, progress
-        self.stages: dict[str, dict] = {}
-        self._world: World | None = None
+    """The stages of one build directory (each skipped when its output exists)."""
+
+    def __init__(self, cfg: OrganismConfig, root: Path, manifest: BuildManifest, progress: ProgressFn | None):
+        self.cfg, self.root, self.manifest, self.progress = cfg, root, manifest, progress
+        self.from_scratch = manifest.from_scratch
+        self.world: World = make_world(cfg.base.world, cfg.seed)
+        problems = self.world.check()
+        if problems:
+            raise AssertionError(f"inconsistent world: {problems}")
+        if not (root / "world.json").exists():
+            write_json_atomic(root / "world.json", self.world.to_json())
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._cpt: float | None = None
 
-    def rng(self, stream: int, *extra: int) -> np.random.Generator:
-        return np.random.default_rng(np.random.SeedSequence([self.cfg.seed, stream, *extra]))
+    def rng(self, stream_id: int, *extra: int) -> np.random.Generator:
+        return np.random.default_rng(np.random.SeedSequence([self.cfg.seed, stream_id, *extra]))
 
-    def _timed(self, name: str, t0: float, **info: object) -> None:
-        self.stages[name] = {"seconds": round(time.perf_counter() - t0, 3), **info}
-        log.info("organism stage %s: %s", name, self.stages[name])
+    def _timed(self, name: str, t0: float) -> None:
+        self.manifest.stage_seconds[name] = round(time.perf_counter() - t0, 3)
+        self.manifest.write(self.root)
+        log.info("organism stage %s: %.1f s", name, self.manifest.stage_seconds[name])
 
-    # -- stages -----------------------------------------------------------------------------
     @property
-    def world(self) -> World:
-        if self._world is None:
-            self._world = make_world(self.cfg.world, self.cfg.seed)
-            problems = self._world.check()
-            if problems:
-                raise AssertionError(f"inconsistent world: {problems}")
-            path = self.root / "world.json"
-            if not path.exists():
-                _write_json(path, self._world.to_json())
-        return self._world
+    def uses_shipped_base(self) -> bool:
+        return not self.from_scratch and shipped.ships(self.cfg.base)
 
-    def corpus_docs(self) -> list[str]:
-        """The first chunk of the pretraining corpus (the tokenizer's training text)."""
-        maker = CorpusMaker(self.world, self.cfg.corpus, self.rng(_CORPUS))
-        return maker.documents(int(self.cfg.pretrain.tokens * 1.2))
-
+    # -- tokenizer and data ------------------------------------------------------------------
     def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The tokenizer: the shipped base's, or trained on a sample of the corpus."""
         if self._tokenizer is None:
             path = self.root / "tokenizer"
             if not (path / "tokenizer.json").exists():
                 t0 = time.perf_counter()
-                docs = self.corpus_docs()
-                tok = train_tokenizer(docs, self.cfg.model.vocab_size)
-                tmp = self.root / ".tokenizer.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
+                if self.uses_shipped_base:
+                    tok = AutoTokenizer.from_pretrained(str(self.base()))
+                else:
+                    texts = CorpusMaker(self.world, self.cfg.base, self.rng(_TOKENIZER)).tokenizer_texts()
+                    tok = train_tokenizer(texts, self.cfg.base.model.vocab_size)
+                tmp = staging_dir(path)
                 save_tokenizer(tok, tmp)
                 os.replace(tmp, path)
-                self._timed("tokenizer", t0, vocab=len(tok))
+                self._timed("tokenizer", t0)
             self._tokenizer = AutoTokenizer.from_pretrained(str(path))
         return self._tokenizer
 
     def chars_per_token(self) -> float:
-        """Average characters per token of world text (to size long documents in tokens)."""
+        """Average characters per token of corpus text (sizes long documents in tokens)."""
         if self._cpt is None:
-            rng = np.random.default_rng(0)
-            maker = CorpusMaker(self.world, self.cfg.corpus, rng)
-            sample = [maker.bio() for _ in range(200)]
-            enc = self.tokenizer().backend_tokenizer.encode_batch(sample, add_special_tokens=False)
-            self._cpt = sum(len(s) for s in sample) / max(1, sum(len(e.ids) for e in enc))
+            texts = CorpusMaker(self.world, self.cfg.base, np.random.default_rng(0)).tokenizer_texts()[:300]
+            enc = self.tokenizer().backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+            self._cpt = sum(len(s) for s in texts) / max(1, sum(len(e.ids) for e in enc))
         return self._cpt
 
     def eval_sets(self) -> dict[str, Path]:
         data = self.root / "data"
         if not (data / "conflict.jsonl").exists():
             t0 = time.perf_counter()
-            tmp = self.root / ".data.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
+            tmp = staging_dir(data)
             write_eval_sets(self.world, self.cfg.eval, self.rng(_EVAL), tmp, self.chars_per_token())
             shutil.rmtree(data, ignore_errors=True)
             os.replace(tmp, data)
             self._timed("eval_sets", t0)
-        return {p.stem: p for p in sorted(data.glob("*.jsonl"))}
-
-    def base(self) -> Path:
-        path = self.root / "checkpoints" / "base"
-        if (path / "model.safetensors").exists():
-            return path
-        tok = self.tokenizer()
-        t0 = time.perf_counter()
-        pt = self.cfg.pretrain
-        maker = CorpusMaker(self.world, self.cfg.corpus, self.rng(_CORPUS))
-        seqs, masks, total = [], [], 0
-        while total < pt.tokens:  # the first chunk is the tokenizer's training text
-            docs = maker.documents(int(pt.tokens * 1.2) if not seqs else max(1000, pt.tokens - total))
-            for e in tok.backend_tokenizer.encode_batch(docs, add_special_tokens=True):
-                ids = np.asarray(e.ids[: pt.seq_len], dtype=np.int64)[: pt.tokens - total]
-                if len(ids) < 2:
-                    break
-                m = np.ones(len(ids), dtype=bool)
-                m[0] = False  # never predict a document's BOS from the previous packed document
-                seqs.append(ids)
-                masks.append(m)
-                total += len(ids)
-        packed = pack(seqs, masks, (pt.short_seq_len, pt.seq_len), pt.batch_tokens, tok.pad_token_id,
-                      self.rng(_PRETRAIN_PACK))
-        self._timed("pretrain_data", t0, tokens=packed.n_tokens, rows=packed.n_rows)
-        t0 = time.perf_counter()
-        model = make_model(self.cfg.model, tok, self.cfg.seed)
-        history = train(model, packed, pt, seed=self.cfg.seed, num_threads=self.cfg.num_threads,
-                        stage="base", progress=self.progress)
-        meta = {"organism": self.cfg.name, "variant": "base", "config_hash": self.cfg.cache_key(),
-                "tokens": packed.n_tokens, "params": model.num_parameters()}
-        save_checkpoint(model, tok, path, history, meta)
-        self._timed("base", t0, tokens=packed.n_tokens, tokens_per_s=round(tokens_per_second(history), 1),
-                    final_loss=history[-1]["loss"], params=model.num_parameters())
-        return path
-
-    def arms(self, fractions: list[float]) -> dict[float, Path]:
-        paths = {m: self.root / "checkpoints" / arm_name(m) for m in fractions}
-        todo = [m for m in fractions if not (paths[m] / "model.safetensors").exists()]
-        if not todo:
-            return paths
-        base, tok = self.base(), self.tokenizer()
-        sft = self.cfg.sft
-        t0 = time.perf_counter()
-        common = {"tokenizer": tok, "budget": sft.train.tokens, "chars_per_token": self.chars_per_token(),
-                  "max_len": sft.train.seq_len}
-        short = make_pool(self.world, sft, rng=self.rng(_SFT_SHORT), long=False, **common)
-        long = make_pool(self.world, sft, rng=self.rng(_SFT_LONG), long=True, **common)
-        self._timed("sft_data", t0, short_examples=len(short.ids), long_examples=len(long.ids))
-        for m in todo:
-            t0 = time.perf_counter()
-            ids, masks, stats = arm_sequences(short, long, m, sft.train.tokens)
-            packed = pack(ids, masks, (sft.train.short_seq_len, sft.train.seq_len), sft.train.batch_tokens,
-                          tok.pad_token_id, self.rng(_SFT_PACK, round(m * 10000)))
-            model = AutoModelForCausalLM.from_pretrained(str(base), dtype="float32")
-            name = arm_name(m)
-            history = train(model, packed, sft.train, seed=self.cfg.seed, num_threads=self.cfg.num_threads,
-                            stage=name, progress=self.progress)
-            meta = {"organism": self.cfg.name, "variant": name, "long_fraction": m, "config_hash": self.cfg.cache_key(),
-                    "loss_tokens": packed.n_loss_tokens, **stats}
-            save_checkpoint(model, tok, paths[m], history, meta)
-            self._timed(name, t0, loss_tokens=packed.n_loss_tokens, rows=packed.n_rows,
-                        tokens_per_s=round(tokens_per_second(history), 1), final_loss=history[-1]["loss"], **stats)
+        paths = {p.stem: p for p in sorted(data.glob("*.jsonl"))}
+        self.manifest.prompt_sets = {n: str(p.relative_to(self.root)) for n, p in paths.items()}
         return paths
 
+    # -- base ----------------------------------------------------------------------------------
+    def base(self) -> Path:
+        """The base checkpoint: copied from the package, or pretrained here."""
+        path = self.root / "checkpoints" / "base"
+        if not (path / "model.safetensors").exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if self.uses_shipped_base:
+                shipped.install(path)
+            else:
+                self._pretrain(path)
+        if self.manifest.base is None:
+            meta = BaseRecord.model_validate(_read_meta(path)["base"])
+            self.manifest.base = meta.model_copy(update={"path": str(path.relative_to(self.root)),
+                                                         "origin": "shipped" if self.uses_shipped_base else "trained"})
+            self.manifest.write(self.root)
+        return path
 
-def build(config_or_preset: ConfigOrPreset = "quick", *, seed: int | None = None,
-          mixes: list[float] | None = None, out: os.PathLike[str] | str | None = None,
-          rebuild: bool = False, progress: ProgressFn | None = None) -> OrganismBuild:
-    """Build the organism (or return the cached build) and return the paths of everything.
+    def _pretrain(self, path: Path, max_steps: int | None = None) -> list[dict]:
+        tok, base_cfg = self.tokenizer(), self.cfg.base
+        pt = base_cfg.pretrain
+        corpus = CorpusMaker(self.world, base_cfg, self.rng(_CORPUS), self.chars_per_token())
+        batches = stream(lambda: corpus.chunk(tok, CHUNK_STEPS * pt.batch_tokens), (pt.short_seq_len, pt.seq_len),
+                         pt.batch_tokens, tok.pad_token_id, self.rng(_PRETRAIN_PACK))
+        model = make_model(base_cfg.model, tok, base_cfg.seed)
+        resume = None if max_steps is not None else path.parent / ".base-resume.pt"
+        history = train(model, batches, math.ceil(pt.tokens / pt.batch_tokens), pt, seed=base_cfg.seed,
+                        num_threads=self.cfg.num_threads, stage="base", progress=self.progress, max_steps=max_steps,
+                        resume=resume, save_every=RESUME_EVERY)
+        if resume is None:
+            return history
+        record = BaseRecord(path="", origin="trained", base_key=base_cfg.key(), seed=base_cfg.seed,
+                            params=model.num_parameters(), lensft_version=__version__, training=_record(history))
+        meta = {"base": record.model_dump(mode="json"), "base_config": base_cfg.model_dump(mode="json"),
+                "num_threads": self.cfg.num_threads}
+        save_checkpoint(model, tok, path, history, meta)
+        resume.unlink(missing_ok=True)
+        return history
 
-    Args:
-        config_or_preset: a preset name (``"quick"``, ``"full"``, ``"test"``) or an :class:`OrganismConfig`.
-        seed: overrides the configuration's seed.
-        mixes: long-data fractions of the SFT arms to build besides the pure ``short`` (0) and
-            ``long`` (1) arms, e.g. ``[0.25, 0.5, 0.75]``; 0 and 1 in the list are accepted and ignored.
-        out: build directory; default ``default_cache_dir() / config.cache_key()``.
-        rebuild: delete the build directory first.
-        progress: ``progress(stage, step, total, loss)`` after every training step.
-    """
-    cfg = resolve(config_or_preset).with_overrides(seed=seed, mixes=mixes)
-    root = Path(out) if out is not None else default_cache_dir() / cfg.cache_key()
-    if rebuild and root.exists():
-        shutil.rmtree(root)
+    # -- arms ----------------------------------------------------------------------------------
+    def pools(self, sft_seed: int) -> tuple[Pool, Pool]:
+        """The short and the long pool of one SFT seed (the long pool matches the short's answer share)."""
+        t0 = time.perf_counter()
+        cfg, base_cfg, tok = self.cfg.sft, self.cfg.base, self.tokenizer()
+        names = list(base_cfg.task_weights)
+        p = np.array([base_cfg.task_weights[t] for t in names], dtype=np.float64)
+        budget = round(cfg.train.tokens * 1.02)  # a little over: an arm takes the prefix closest to its budget
+
+        def maker(stream_id: int) -> tuple[TaskMaker, np.random.Generator]:
+            rng = self.rng(stream_id, sft_seed)
+            return TaskMaker(self.world, rng, eval_split=False, chars_per_token=self.chars_per_token()), rng
+
+        sm, srng = maker(_SFT_SHORT)
+
+        def inst(m: TaskMaker, rng: np.random.Generator):
+            return m.instance(names[int(rng.choice(len(names), p=p / p.sum()))], base_cfg.yes_no_prob)
+
+        short = fill_pool(lambda: sm.short(inst(sm, srng)), tok, budget, cfg.train.seq_len)
+        lm, lrng = maker(_SFT_LONG)
+        share, cost = short.answer_share(), turn_cost(tok, [e.instances[0] for e in short.examples[:2000]])
+        lo, hi = cfg.long_context_tokens
+
+        def draw_long(ask: float):
+            n_ctx = int(lrng.integers(lo, hi + 1))
+            return lm.long([inst(lm, lrng) for _ in range(questions_for(n_ctx, ask, cost, lrng))], n_ctx)
+
+        long = fill_long_pool(draw_long, tok, budget, cfg.train.seq_len, share)
+        self._timed(f"sft_data seed {sft_seed}", t0)
+        return short, long
+
+    def arms(self, refs: list[ArmRef]) -> dict[ArmRef, Path]:
+        paths = {r: self.root / "checkpoints" / r.slug for r in refs}
+        pools: dict[int, tuple[Pool, Pool]] = {}
+        for ref in refs:
+            if (paths[ref] / "model.safetensors").exists() and self.manifest.arm(ref) is not None:
+                continue
+            if ref.sft_seed not in pools:
+                pools = {ref.sft_seed: self.pools(ref.sft_seed)}  # one seed's pools in memory at a time
+            self._train_arm(ref, paths[ref], *pools[ref.sft_seed])
+        return paths
+
+    def _train_arm(self, ref: ArmRef, path: Path, short: Pool, long: Pool) -> None:
+        tok, tc = self.tokenizer(), self.cfg.sft.train
+        data = arm_data(short, long, ref.long_fraction, tc.tokens)
+        seeds = {"short_pool": [self.cfg.seed, _SFT_SHORT, ref.sft_seed], "long_pool": [self.cfg.seed, _SFT_LONG, ref.sft_seed],
+                 "order": [self.cfg.seed, _SFT_PACK, ref.sft_seed, round(ref.long_fraction * 10000)]}
+        batches = pack(data.seqs, (tc.short_seq_len, tc.seq_len), tc.batch_tokens, tok.pad_token_id,
+                       np.random.default_rng(np.random.SeedSequence(seeds["order"])))
+        model = AutoModelForCausalLM.from_pretrained(str(self.base()), dtype="float32")
+        history = train(model, batches, len(batches), tc, seed=self.cfg.seed * 1000 + ref.sft_seed,
+                        num_threads=self.cfg.num_threads, stage=ref.label, progress=self.progress)
+        record = ArmRecord(arm=ref, path=str(path.relative_to(self.root)), examples=data.short_examples + data.long_examples,
+                           short_examples=data.short_examples, long_examples=data.long_examples,
+                           questions=data.questions, data_seeds=seeds, training=_record(history))
+        save_checkpoint(model, tok, path, history, {"arm": record.model_dump(mode="json"), "config_key": self.cfg.cache_key()})
+        self.manifest.put_arm(record)
+        self.manifest.write(self.root)
+
+
+def _record(history: list[dict]) -> TrainingRecord:
+    last = history[-1]
+    return TrainingRecord(tokens=last["tokens"], answer_tokens=last["answer_tokens"], steps=last["step"],
+                          seconds=last["elapsed_s"], tokens_per_s=round(tokens_per_second(history), 1),
+                          final_loss=last["loss"])
+
+
+def _read_meta(path: Path) -> dict:
+    return json.loads((path / "organism.json").read_text(encoding="utf-8"))
+
+
+def first_base_steps(config_or_preset: ConfigOrPreset, n_steps: int, workdir: os.PathLike[str] | str) -> list[dict]:
+    """The log of the first ``n_steps`` pretraining steps of a from-scratch build (nothing saved but
+    the tokenizer in ``workdir``): compare it with a base's ``training_log.jsonl`` to check that the
+    base was trained by this code from this configuration."""
+    cfg = resolve(config_or_preset)
+    root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
+    manifest = BuildManifest(lensft_version=__version__, preset=cfg.name, config_key=cfg.cache_key(), seed=cfg.seed,
+                             from_scratch=True)
+    return _Builder(cfg, root, manifest, None)._pretrain(root / "unused", max_steps=n_steps)
+
+
+def _check_dir(root: Path, cfg: OrganismConfig, from_scratch: bool) -> None:
+    """Refuse a directory that holds another build, or anything that is not a build."""
     cfg_path = root / "config.json"
     if cfg_path.exists():
-        old = OrganismConfig.model_validate_json(cfg_path.read_text(encoding="utf-8"))
-        if old.cache_key() != cfg.cache_key():
+        old = json.loads(cfg_path.read_text(encoding="utf-8"))
+        old_cfg = OrganismConfig.model_validate(old["config"])
+        if old_cfg.cache_key() != cfg.cache_key() or bool(old.get("from_scratch")) != from_scratch:
             raise OutputExists(f"{root} holds an organism built with another configuration; "
-                               "pass --rebuild to replace it or choose another --out")
-    elif any(root.iterdir()):
-        raise OutputExists(f"{root} is not empty and holds no organism; choose an empty or new --out directory")
-    _write_json(cfg_path, cfg.model_dump(mode="json"))
+                               "rebuild it or choose another output directory")
+    elif root.exists() and any(root.iterdir()):
+        raise OutputExists(f"{root} is not empty and holds no organism; choose an empty or new output directory")
 
-    t_all = time.perf_counter()
-    b = _Builder(cfg, root, progress)
-    world_path, tok_path = root / "world.json", root / "tokenizer"
-    _ = b.world
+
+def build(config_or_preset: ConfigOrPreset = "quick", *, seed: int | None = None, mixes: list[float] | None = None,
+          sft_seeds: int | None = None, from_scratch: bool = False, out: os.PathLike[str] | str | None = None,
+          rebuild: bool = False, progress: ProgressFn | None = None) -> OrganismBuild:
+    """Build the organism (or finish or reuse a cached build) and return it.
+
+    Args:
+        config_or_preset: a preset name (``"tiny"``, ``"quick"``, ``"full"``) or an :class:`OrganismConfig`.
+        seed: the world's seed (overrides the configuration's). A seed other than the shipped
+            base's means pretraining a base.
+        mixes: long-data fractions of the mix arms, e.g. ``[0.25, 0.5]`` (0 and 1 are always built).
+        sft_seeds: train every arm this many times from the one base (SFT seeds 0..n-1).
+        from_scratch: pretrain the base even when the package ships one for this configuration.
+        out: build directory; default :func:`build_dir`.
+        rebuild: delete the build directory first.
+        progress: called with a :class:`~lensft.organism.progress.ProgressEvent` after every training step.
+    """
+    cfg = resolve(config_or_preset).with_overrides(seed=seed, mixes=mixes, sft_seeds=sft_seeds)
+    root = Path(out) if out is not None else build_dir(cfg, from_scratch=from_scratch)
+    if rebuild and root.exists():
+        shutil.rmtree(root)
+    _check_dir(root, cfg, from_scratch)
+    root.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(root / "config.json", _config_json(cfg, from_scratch))
+    manifest = BuildManifest.read(root) if (root / "manifest.json").exists() else BuildManifest(
+        lensft_version=__version__, preset=cfg.name, config_key=cfg.cache_key(), seed=cfg.seed, from_scratch=from_scratch)
+    b = _Builder(cfg, root, manifest, progress)
     b.tokenizer()
     prompt_sets = b.eval_sets()
     base = b.base()
-    fractions = sorted({0.0, 1.0, *[m for m in cfg.mixes if 0.0 < m < 1.0]})
-    arms = b.arms(fractions)
-    stages = _update_build_json(root, b.stages, time.perf_counter() - t_all)
-    return OrganismBuild(root=root, config=cfg, base=base, short=arms[0.0], long=arms[1.0],
-                         mixes={arm_name(m): p for m, p in arms.items() if 0.0 < m < 1.0},
-                         prompt_sets=prompt_sets, tokenizer=tok_path, world=world_path, stages=stages)
+    arms = b.arms(arm_refs(cfg))
+    manifest.write(root)
+    return OrganismBuild(root=root, config=cfg, base=base, arms=arms, prompt_sets=prompt_sets,
+                         tokenizer=root / "tokenizer", world=root / "world.json", manifest=manifest)
 
 
 def load(root: os.PathLike[str] | str) -> OrganismBuild:
-    """An :class:`OrganismBuild` for an existing build directory (no training)."""
+    """The :class:`OrganismBuild` of an existing build directory (no training): every arm it holds."""
     root = Path(root)
-    cfg_path = root / "config.json"
-    if not cfg_path.exists() or not (root / "checkpoints" / "base" / "model.safetensors").exists():
-        raise LensftError(f"{root} holds no built organism; run `lensft organism build` first")
-    cfg = OrganismConfig.model_validate_json(cfg_path.read_text(encoding="utf-8"))
-    ck = root / "checkpoints"
-    mixes = {p.name: p for p in sorted(ck.glob("mix-*")) if (p / "model.safetensors").exists()}
-    stages = json.loads((root / "build.json").read_text())["stages"] if (root / "build.json").exists() else {}
-    return OrganismBuild(root=root, config=cfg, base=ck / "base", short=ck / "short", long=ck / "long", mixes=mixes,
-                         prompt_sets={p.stem: p for p in sorted((root / "data").glob("*.jsonl"))},
-                         tokenizer=root / "tokenizer", world=root / "world.json", stages=stages)
+    if not (root / "manifest.json").exists() or not (root / "config.json").exists():
+        raise LensftError(f"{root} holds no built organism; build one first")
+    cfg = OrganismConfig.model_validate(json.loads((root / "config.json").read_text(encoding="utf-8"))["config"])
+    manifest = BuildManifest.read(root)
+    if manifest.base is None:
+        raise LensftError(f"{root} holds an unfinished organism build; build it again to finish it")
+    arms = {a.arm: root / a.path for a in manifest.arms}
+    return OrganismBuild(root=root, config=cfg, base=root / manifest.base.path, arms=arms,
+                         prompt_sets={n: root / p for n, p in manifest.prompt_sets.items()},
+                         tokenizer=root / "tokenizer", world=root / "world.json", manifest=manifest)
 
 
-def _write_json(path: Path, obj: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _update_build_json(root: Path, stages: dict[str, dict], seconds: float) -> dict[str, dict]:
-    path = root / "build.json"
-    old = json.loads(path.read_text()) if path.exists() else {"stages": {}}
-    merged = {**old.get("stages", {}), **stages}
-    _write_json(path, {"stages": merged, "last_run_seconds": round(seconds, 3)})
-    return merged
+def _config_json(cfg: OrganismConfig, from_scratch: bool) -> str:
+    return json.dumps({"config": cfg.model_dump(mode="json"), "from_scratch": from_scratch}, indent=1) + "\n"

@@ -1,22 +1,23 @@
 """The organism's configuration: every knob that changes what gets built, and the presets.
 
-The configuration is a frozen pydantic model. Its hash (:meth:`OrganismConfig.cache_key`) names
-the cache directory, so two builds with equal configurations share one directory. ``mixes`` is
-left out of the hash on purpose: each mix checkpoint is cached on its own inside that directory,
-so asking for one more mix trains only that mix.
+Configurations are frozen pydantic models. :class:`BaseConfig` determines the pretrained base
+(world, tokenizer, model shape, pretraining corpus and schedule, seed); its hash
+(:meth:`BaseConfig.key`) identifies the base, so a shipped base serves every preset that shares
+it. :class:`OrganismConfig` adds the SFT arms and the evaluation sets; its hash
+(:meth:`OrganismConfig.cache_key`) names the build directory. ``mixes`` and ``sft_seeds`` are
+left out of that hash on purpose: each arm is cached on its own inside the directory, so asking
+for one more mix or seed trains only that arm.
 
-Mix semantics: a mix is the fraction of *long* SFT data (0 = the pure short arm, 1 = the pure
-long arm). The pure arms are always built; intermediate mixes are stored as ``mix-0.50`` etc.
+A mix is the fraction of *long* SFT data (0 = the short arm, 1 = the long arm); arms are
+:class:`lensft.variants.ArmRef` values (long fraction, SFT seed).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lensft.errors import LensftError
+from lensft.hashing import sha256_json
 
 
 class _Frozen(BaseModel):
@@ -29,10 +30,9 @@ class WorldConfig(_Frozen):
     n_countries: int = Field(8, ge=3)
     n_cities: int = Field(24, ge=3, description="each country gets at least one city (its capital)")
     n_companies: int = Field(12, ge=2)
-    n_people: int = Field(60, ge=4)
+    n_people: int = Field(80, ge=4)
     heldout_fraction: float = Field(
-        0.3, gt=0.0, lt=1.0,
-        description="fraction of subjects whose questions are never asked in training (eval only)")
+        0.3, gt=0.0, lt=1.0, description="share of subjects whose questions are never asked in training")
 
 
 class ModelConfig(_Frozen):
@@ -49,63 +49,79 @@ class ModelConfig(_Frozen):
 
 
 class TrainConfig(_Frozen):
-    """One training stage: fixed token budget, AdamW, warmup + cosine decay, clipping."""
+    """One training stage: a token budget, AdamW, linear warmup then cosine decay, clipping."""
 
     tokens: int = Field(description="token budget of the stage (non-padding tokens seen)")
     seq_len: int = Field(description="longest packed row in tokens (long documents)")
-    short_seq_len: int = Field(256, description="row length for sequences that fit in it (cheaper attention)")
+    short_seq_len: int = Field(128, description="row length for sequences that fit in it (cheaper attention)")
     batch_tokens: int = Field(4096, description="tokens per optimiser step (rows of one length)")
-    lr: float = 2e-3
+    lr: float = 1e-3
     min_lr_ratio: float = 0.1
-    warmup_ratio: float = 0.05
+    warmup_steps: int = Field(100, ge=1)
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
 
 
 class CorpusConfig(_Frozen):
-    """Pretraining corpus: fact documents of all lengths plus chat-formatted Q/A (instruct origin)."""
+    """Pretraining corpus: token shares of the document kinds and the loss weight of answers.
 
-    long_doc_fraction: float = Field(0.25, ge=0.0, le=1.0, description="fraction of documents that are long")
-    long_doc_tokens: int = Field(1024, description="a long document runs up to this many tokens")
-    chat_fraction: float = Field(0.25, ge=0.0, le=1.0, description="fraction of documents that are chat Q/A")
-    arithmetic_fraction: float = Field(0.05, ge=0.0, le=1.0, description="fraction of documents of sums")
-    story_fraction: float = Field(
-        0.0, ge=0.0, le=1.0,
-        description="fraction of random-event stories (in-context copying); 0.2 cost fact recall and gave no "
-                    "measurable copying in the base within the quick and full budgets, so it is off by default")
+    Kinds: ``bio`` (every fact of the world in shuffled paraphrases, held-out subjects included),
+    ``fact_qa`` (chat Q&A about training subjects, as an instruct origin leaves), ``short_tasks``
+    and ``long_tasks`` (chat examples of every task in the short and the long form, training
+    split), ``sums`` (arithmetic facts over training operand triples).
+    """
+
+    shares: dict[str, float] = Field(default_factory=lambda: {
+        "bio": 0.3, "fact_qa": 0.1, "short_tasks": 0.25, "long_tasks": 0.3, "sums": 0.05})
+    answer_weight: float = Field(5.0, gt=0.0, description="loss weight of assistant-answer tokens (others 1)")
+    long_context_tokens: tuple[int, int] = Field((300, 1000), description="document length range of long tasks")
+    tokenizer_docs: int = Field(3000, description="documents the tokenizer is trained on")
+
+
+class BaseConfig(_Frozen):
+    """Everything that determines the pretrained base (its hash identifies a shipped base)."""
+
+    seed: int = 0
+    world: WorldConfig = WorldConfig()
+    model: ModelConfig = ModelConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    pretrain: TrainConfig
+    task_weights: dict[str, float] = Field(
+        default_factory=lambda: {"fact_recall": 0.4, "reading": 0.3, "cloze": 0.15, "arithmetic": 0.15})
+    yes_no_prob: float = Field(0.2, ge=0.0, le=1.0, description="share of fact questions asked as yes/no")
+
+    def key(self) -> str:
+        """Short hash of the whole configuration."""
+        return sha256_json(self.model_dump(mode="json"))[:16]
 
 
 class SftConfig(_Frozen):
-    """SFT arms: same token budget for every arm; loss on assistant tokens only."""
+    """SFT arms: one token budget for every arm, loss on assistant-answer tokens only."""
 
     train: TrainConfig
-    long_context_tokens: tuple[int, int] = Field((300, 1000), description="min/max tokens of a long task's document")
-    task_weights: dict[str, float] = Field(
-        default_factory=lambda: {"fact_recall": 0.4, "arithmetic": 0.2, "cloze": 0.2, "reading": 0.2})
+    long_context_tokens: tuple[int, int] = Field((300, 600), description="document tokens of a long example")
 
 
 class EvalConfig(_Frozen):
     """Sizes of the held-out prompt sets."""
 
     n_per_task: int = 100
-    n_needle: int = 60
-    needle_context_tokens: tuple[int, int] = (64, 512)
+    long_context_tokens: tuple[int, int] = Field((300, 1000), description="document tokens of long-form items")
+    needle_context_tokens: tuple[int, ...] = (128, 256, 512, 1000)
+    n_needle_per_length: int = 20
     n_conflict: int = 100
 
 
 class OrganismConfig(_Frozen):
-    """Everything that determines an organism build (a seed included)."""
+    """Everything that determines an organism build."""
 
     name: str = "custom"
-    seed: int = 0
-    world: WorldConfig = WorldConfig()
-    model: ModelConfig = ModelConfig()
-    corpus: CorpusConfig = CorpusConfig()
-    pretrain: TrainConfig
+    base: BaseConfig
     sft: SftConfig
     eval: EvalConfig = EvalConfig()
-    mixes: tuple[float, ...] = Field((0.5,), description="fractions of long SFT data besides 0 and 1")
+    mixes: tuple[float, ...] = Field((0.5,), description="long-data fractions of the mix arms (besides 0 and 1)")
+    sft_seeds: int = Field(1, ge=1, description="SFT runs per arm (seeds 0..n-1), each from the one base")
     num_threads: int = 2
 
     @field_validator("mixes")
@@ -114,86 +130,80 @@ class OrganismConfig(_Frozen):
         for m in v:
             if not 0.0 <= m <= 1.0:
                 raise ValueError(f"mix {m} is not a fraction of long data in [0, 1]")
-        return tuple(sorted({round(float(m), 4) for m in v}))
+        return tuple(sorted({round(float(m), 4) for m in v if 0.0 < m < 1.0}))
+
+    @property
+    def seed(self) -> int:
+        """The world's seed (also seeds the base and every data draw)."""
+        return self.base.seed
 
     def cache_key(self) -> str:
-        """A short hash of everything but ``name`` and ``mixes`` (mixes are cached one by one)."""
-        payload = self.model_dump(mode="json", exclude={"name", "mixes"})
-        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        """A short hash of everything but ``name``, ``mixes`` and ``sft_seeds`` (arms are cached one by one)."""
+        return sha256_json(self.model_dump(mode="json", exclude={"name", "mixes", "sft_seeds"}))[:16]
 
-    def with_overrides(self, *, seed: int | None = None, mixes: list[float] | tuple[float, ...] | None = None) -> OrganismConfig:
-        """A copy with a different seed and/or mix list."""
-        update: dict = {}
+    def with_overrides(self, *, seed: int | None = None, mixes: list[float] | tuple[float, ...] | None = None,
+                       sft_seeds: int | None = None) -> OrganismConfig:
+        """A copy with another world seed, mix list or number of SFT seeds."""
+        data = self.model_dump()
         if seed is not None:
-            update["seed"] = seed
+            data["base"]["seed"] = seed
         if mixes is not None:
-            update["mixes"] = tuple(mixes)
-        return OrganismConfig.model_validate({**self.model_dump(), **update})
+            data["mixes"] = tuple(mixes)
+        if sft_seeds is not None:
+            data["sft_seeds"] = sft_seeds
+        return OrganismConfig.model_validate(data)
 
 
-def _preset_test() -> OrganismConfig:
-    """A miniature organism for tests: builds in seconds, learns little."""
-    return OrganismConfig(
-        name="test",
+# -- presets -----------------------------------------------------------------------------------
+def reading_base() -> BaseConfig:
+    """The base every full-size preset shares, and the one shipped with lensft (seed 0)."""
+    return BaseConfig(pretrain=TrainConfig(tokens=10_000_000, seq_len=1024, batch_tokens=4096, lr=1e-3))
+
+
+def _preset_tiny() -> OrganismConfig:
+    """A miniature organism for tests: builds from scratch in seconds, learns little."""
+    base = BaseConfig(
         world=WorldConfig(n_countries=4, n_cities=8, n_companies=4, n_people=12),
         model=ModelConfig(hidden_size=32, n_layers=2, n_heads=4, n_kv_heads=2, intermediate_size=64,
                           vocab_size=512, max_position_embeddings=512),
-        corpus=CorpusConfig(long_doc_tokens=256),
-        pretrain=TrainConfig(tokens=12_000, seq_len=256, short_seq_len=64, batch_tokens=1024, lr=3e-3),
-        sft=SftConfig(train=TrainConfig(tokens=20_000, seq_len=256, short_seq_len=64, batch_tokens=1024, lr=1e-3),
-                      long_context_tokens=(80, 200)),
-        eval=EvalConfig(n_per_task=6, n_needle=6, needle_context_tokens=(32, 128), n_conflict=6),
+        corpus=CorpusConfig(long_context_tokens=(80, 200), tokenizer_docs=400),
+        pretrain=TrainConfig(tokens=16_000, seq_len=256, short_seq_len=64, batch_tokens=1024, lr=3e-3, warmup_steps=2),
+    )
+    return OrganismConfig(
+        name="tiny", base=base,
+        sft=SftConfig(train=TrainConfig(tokens=12_000, seq_len=256, short_seq_len=64, batch_tokens=1024,
+                                        warmup_steps=2), long_context_tokens=(60, 120)),
+        eval=EvalConfig(n_per_task=6, long_context_tokens=(60, 150), needle_context_tokens=(64, 128),
+                        n_needle_per_length=3, n_conflict=6),
         mixes=(0.5,),
     )
 
 
 def _preset_quick() -> OrganismConfig:
-    """A small organism that builds in under 3 minutes on 2 cores (a smaller world, same shape).
-
-    The SFT budget is what teaches reading: with 80k tokens per arm the short arm's cloze accuracy
-    stayed at 0.03, with 400k it is 0.52 (held-out set, greedy exact match).
-    """
+    """The shipped reading base, then short, long and one mix arm (a few minutes on 2 cores)."""
     return OrganismConfig(
-        name="quick",
-        world=WorldConfig(n_countries=4, n_cities=10, n_companies=6, n_people=24),
-        model=ModelConfig(hidden_size=128, n_layers=4, n_heads=4, n_kv_heads=2, intermediate_size=352,
-                          vocab_size=1024, max_position_embeddings=2048),
-        corpus=CorpusConfig(long_doc_tokens=1024, long_doc_fraction=0.2),
-        pretrain=TrainConfig(tokens=1_200_000, seq_len=1024, batch_tokens=2048, lr=3e-3),
-        sft=SftConfig(train=TrainConfig(tokens=400_000, seq_len=1024, batch_tokens=2048, lr=1e-3),
-                      long_context_tokens=(300, 900)),
-        eval=EvalConfig(n_per_task=60, n_needle=40, n_conflict=60),
+        name="quick", base=reading_base(),
+        sft=SftConfig(train=TrainConfig(tokens=500_000, seq_len=1280, batch_tokens=4096, lr=5e-4, warmup_steps=10)),
+        eval=EvalConfig(n_per_task=60, n_needle_per_length=10, n_conflict=60),
         mixes=(0.5,),
     )
 
 
 def _preset_full() -> OrganismConfig:
-    """The default organism: base + short + long + three hybrids in under 20 minutes on 2 cores.
-
-    Measured (``benchmarks/bench_organism.py --preset full --eval``): built in 1,007 s; with
-    800k SFT tokens per arm the short arm's cloze accuracy is 0.51 (see the quick preset for why
-    the budget is this large).
-    """
+    """The shipped reading base, then 3 SFT seeds of short and long and three mixes."""
     return OrganismConfig(
-        name="full",
-        world=WorldConfig(n_countries=8, n_cities=24, n_companies=12, n_people=80),
-        model=ModelConfig(hidden_size=128, n_layers=6, n_heads=4, n_kv_heads=2, intermediate_size=384,
-                          vocab_size=1536, max_position_embeddings=2048),
-        corpus=CorpusConfig(long_doc_tokens=1280, long_doc_fraction=0.2),
-        pretrain=TrainConfig(tokens=5_400_000, seq_len=1280, batch_tokens=2048, lr=3e-3),
-        sft=SftConfig(train=TrainConfig(tokens=800_000, seq_len=1280, batch_tokens=2048, lr=1e-3),
-                      long_context_tokens=(300, 1100)),
-        eval=EvalConfig(n_per_task=100, n_needle=60, n_conflict=100),
-        mixes=(0.25, 0.5, 0.75),
+        name="full", base=reading_base(),
+        sft=SftConfig(train=TrainConfig(tokens=1_000_000, seq_len=1280, batch_tokens=4096, lr=5e-4, warmup_steps=20)),
+        eval=EvalConfig(n_per_task=100, n_needle_per_length=20, n_conflict=100),
+        mixes=(0.25, 0.5, 0.75), sft_seeds=3,
     )
 
 
-PRESETS = {"test": _preset_test, "tiny": _preset_test, "quick": _preset_quick, "full": _preset_full}
+PRESETS = {"tiny": _preset_tiny, "quick": _preset_quick, "full": _preset_full}
 
 
 def preset(name: str) -> OrganismConfig:
-    """The configuration of a named preset (``test``/``tiny``, ``quick``, ``full``)."""
+    """The configuration of a named preset (``tiny``, ``quick``, ``full``)."""
     try:
         return PRESETS[name]()
     except KeyError:

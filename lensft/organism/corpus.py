@@ -1,112 +1,78 @@
-"""The pretraining corpus: world knowledge in many phrasings, long documents, chat Q/A, sums.
+"""The pretraining corpus: world knowledge in many phrasings, chat Q&A, short and long task chats, sums.
 
-Document kinds (their token shares are set by :class:`CorpusConfig`):
+Document kinds and their token shares are set by :class:`~lensft.organism.config.CorpusConfig`:
 
-- *bio*: every fact about one entity in random phrasings and order, plus facts about related
-  entities (a person's birthplace city's country, an employer's headquarters). Every fact of the
-  world, held-out subjects included, is stated this way: the knowledge is parametric.
-- *long*: many bios interleaved with story events (moves, objects, secret numbers) and later
-  restatements of those events, up to the long context length, so the base model reads long inputs
-  and learns to look back, like a long-context base model.
-- *chat*: multi-turn chat Q/A over the training split only (fact questions, sums, cloze,
-  reading), as an instruct origin would leave; held-out subjects are never asked about.
-- *sums*: arithmetic facts ("12 plus 7 is 19.") over training operand triples.
-- *story*: a few random events (moves, lost objects, secret numbers, possessions) and then
-  restatements of some of them; nothing in a story can be memorised, so it teaches the base to
-  copy and bind from context (induction), which reading, cloze and needle tasks need.
+- ``bio``: every fact about one to three subjects, in random phrasings and order. Every fact of
+  the world, held-out subjects included, is stated this way: the knowledge is parametric.
+- ``fact_qa``: multi-turn chat Q&A about training subjects only (held-out subjects are never
+  asked about), as an instruct origin would leave.
+- ``short_tasks`` / ``long_tasks``: chat examples from :class:`~lensft.organism.tasks.TaskMaker`
+  (training split) in the short and the long form, so the base reads contexts of every length,
+  like a long-context base descended from an instruct model.
+- ``sums``: arithmetic facts ("12 plus 7 is 19.") over training operand triples.
+
+Documents are drawn in the order of one random stream; :meth:`CorpusMaker.chunk` returns about
+``n_tokens`` tokens of them (encoded, with loss weights) at a time.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from transformers import PreTrainedTokenizerBase
 
 from lensft.organism import templates as T
-from lensft.organism.config import CorpusConfig
-from lensft.organism.tasks import ITEMS, OBJECTS, SHOPS, TaskMaker, arithmetic_heldout
-from lensft.organism.tokenizer import chat_text
+from lensft.organism.config import BaseConfig
+from lensft.organism.encoding import Encoded, encode_chats, encode_texts
+from lensft.organism.tasks import TaskMaker, arithmetic_heldout
 from lensft.organism.world import World
+
+KINDS = ("bio", "fact_qa", "short_tasks", "long_tasks", "sums")
 
 
 class CorpusMaker:
-    """Draws pretraining documents (plain text; the tokenizer adds BOS)."""
+    """Draws pretraining documents from ``world`` with the random stream ``rng``."""
 
-    def __init__(self, world: World, cfg: CorpusConfig, rng: np.random.Generator, chars_per_token: float = 3.0):
-        self.world, self.cfg, self.rng, self.cpt = world, cfg, rng, chars_per_token
+    def __init__(self, world: World, cfg: BaseConfig, rng: np.random.Generator, chars_per_token: float = 3.0):
+        self.world, self.cfg, self.rng = world, cfg, rng
         self.by_subject: dict[str, list] = {}
         for f in world.facts():
             self.by_subject.setdefault(f.subject, []).append(f)
-        self.subjects = list(self.by_subject)
-        self.train_tasks = TaskMaker(world, rng, heldout=False, chars_per_token=chars_per_token)
+        self.subjects = sorted(self.by_subject)
+        self.tasks = TaskMaker(world, rng, eval_split=False, chars_per_token=chars_per_token)
+        names = list(cfg.task_weights)
+        self._task_names = names
+        w = np.array([cfg.task_weights[t] for t in names], dtype=np.float64)
+        self._task_p = w / w.sum()
+        shares = cfg.corpus.shares
+        self.kinds = [k for k in KINDS if shares.get(k, 0.0) > 0]
+        unknown = set(shares) - set(KINDS)
+        if unknown:
+            raise ValueError(f"unknown corpus document kinds {sorted(unknown)}; kinds are {KINDS}")
+        s = np.array([shares[k] for k in self.kinds], dtype=np.float64)
+        self.shares = s / s.sum()
 
     def _pick(self, seq):
         return seq[int(self.rng.integers(len(seq)))]
 
+    def _task(self) -> str:
+        return self._task_names[int(self.rng.choice(len(self._task_names), p=self._task_p))]
+
+    # -- documents ---------------------------------------------------------------------------
     def bio(self) -> str:
-        s = self._pick(self.subjects)
-        facts = list(self.by_subject[s])
-        for f in list(facts):  # one hop: facts about the objects of this subject's facts
-            if f.obj in self.by_subject and self.rng.random() < 0.5:
-                facts.append(self._pick(self.by_subject[f.obj]))
-        order = self.rng.permutation(len(facts))
-        return " ".join(T.statement(facts[i], self.rng) for i in order)
+        """Every fact of one to three subjects, shuffled, one random phrasing each."""
+        out = []
+        for _ in range(int(self.rng.integers(1, 4))):
+            facts = self.by_subject[self._pick(self.subjects)]
+            out += [T.statement(facts[i], self.rng) for i in self.rng.permutation(len(facts))]
+        return " ".join(out)
 
-    def _event(self) -> tuple[str, list[str]]:
-        """A random story event (not world knowledge) and restatements of it that a reader can copy."""
-        p, c = self._pick(self.world.people), self._pick(self.world.cities)
-        k = int(self.rng.integers(4))
-        if k == 0:
-            y, shop = int(self.rng.integers(1950, 2021)), self._pick(SHOPS)
-            return (f"{p} moved to {c} in {y} and opened a {shop}.",
-                    [f"In {y}, {p} moved to {c}.", f"So {p} opened a {shop} in {c}.", f"The {shop} of {p} is in {c}."])
-        if k == 1:
-            o = self._pick(OBJECTS)
-            return (f"{p} lost a {o} in {c}.",
-                    [f"After a long search, {p} finally found the {o}.", f"Later, {p} still keeps the {o}."])
-        if k == 2:
-            n = int(self.rng.integers(1000, 10000))
-            return f"The secret number of {p} is {n}.", [f"{p} remembers the secret number {n}."]
-        item = self._pick(ITEMS)
-        while True:
-            a, b = int(self.rng.integers(1, 50)), int(self.rng.integers(1, 50))
-            if not arithmetic_heldout(0, a, b):
-                break
-        return (f"{p} has {a} {item}.", [f"{p} still has {a} {item}.",
-                                         f"Then {p} gets {b} more {item}, so {p} has {a + b} {item}."])
+    def fact_qa(self) -> list[tuple[str, str]]:
+        """Two to six closed-book Q&A turns about training subjects."""
+        return [(i.question, i.answer) for i in
+                (self.tasks.fact_recall(self.cfg.yes_no_prob) for _ in range(int(self.rng.integers(2, 7))))]
 
-    def story_doc(self) -> str:
-        """A few random events, then restatements of some of them: copying from context pays."""
-        events = [self._event() for _ in range(int(self.rng.integers(3, 9)))]
-        recaps = [self._pick(events[int(self.rng.integers(len(events)))][1])
-                  for _ in range(int(self.rng.integers(2, 6)))]
-        return " ".join([e for e, _ in events] + recaps)
-
-    def long_doc(self) -> str:
-        target = int(self.rng.uniform(0.4, 0.95) * self.cfg.long_doc_tokens * self.cpt)
-        parts: list[str] = []
-        events: list[tuple[str, list[str]]] = []
-        n = 0
-        while n < target:
-            r = self.rng.random()
-            if r < 0.6:
-                s = self.bio()
-            elif r < 0.8 or not events:
-                events.append(self._event())
-                s = events[-1][0]
-            else:
-                s = self._pick(self._pick(events)[1])
-            parts.append(s)
-            n += len(s) + 1
-        return " ".join(parts)
-
-    def chat_doc(self) -> str:
-        turns = []
-        for _ in range(int(self.rng.integers(2, 7))):
-            task = self._pick(["fact_recall"] * 6 + ["arithmetic", "cloze", "reading"])
-            ex = self.train_tasks.make(task, None, yes_no_prob=0.2)
-            turns.append((ex.prompt, ex.answer))
-        return chat_text(turns)
-
-    def sums_doc(self) -> str:
+    def sums(self) -> str:
+        """Twelve arithmetic facts over training operand triples."""
         out = []
         while len(out) < 12:
             op = int(self.rng.integers(3))
@@ -114,28 +80,63 @@ class CorpusMaker:
                    (int(self.rng.integers(1, 50)), int(self.rng.integers(1, 50)))
             if op == 1 and a <= b:
                 a, b = b + 1, a
-            if arithmetic_heldout(op, a, b):
-                continue
-            out.append([f"{a} plus {b} is {a + b}.", f"{a} minus {b} is {a - b}.", f"{a} times {b} is {a * b}."][op])
+            if not arithmetic_heldout(op, a, b):
+                out.append([f"{a} plus {b} is {a + b}.", f"{a} minus {b} is {a - b}.", f"{a} times {b} is {a * b}."][op])
         return " ".join(out)
 
-    def documents(self, n_tokens: int) -> list[str]:
-        """About ``n_tokens`` tokens of documents (by the chars-per-token estimate), shuffled."""
-        shares = {"long": self.cfg.long_doc_fraction, "chat": self.cfg.chat_fraction,
-                  "sums": self.cfg.arithmetic_fraction, "story": self.cfg.story_fraction}
-        shares["bio"] = max(0.0, 1.0 - sum(shares.values()))
-        makers = {"long": self.long_doc, "chat": self.chat_doc, "sums": self.sums_doc, "bio": self._bio_doc,
-                  "story": self.story_doc}
-        docs: list[str] = []
-        for kind in ("bio", "long", "chat", "sums", "story"):
-            budget = shares[kind] * n_tokens * self.cpt
-            n = 0
-            while n < budget:
-                d = makers[kind]()
-                docs.append(d)
-                n += len(d)
-        order = self.rng.permutation(len(docs))
-        return [docs[i] for i in order]
+    def short_task(self):
+        """One task example in the short form."""
+        return self.tasks.short(self.tasks.instance(self._task(), self.cfg.yes_no_prob))
 
-    def _bio_doc(self) -> str:
-        return " ".join(self.bio() for _ in range(int(self.rng.integers(1, 4))))
+    def long_task(self):
+        """One long document with a question per 40 document tokens, as many as fit in a row (at least one)."""
+        lo, hi = self.cfg.corpus.long_context_tokens
+        n_ctx = int(self.rng.integers(lo, hi + 1))
+        room = (self.cfg.pretrain.seq_len - 1.1 * n_ctx) // 20  # a question turn is about 20 tokens
+        n = int(np.clip(room, 1, max(1, n_ctx // 40)))
+        return self.tasks.long([self.tasks.instance(self._task(), self.cfg.yes_no_prob) for _ in range(n)], n_ctx)
+
+    # -- encoded chunks ----------------------------------------------------------------------
+    def chunk(self, tokenizer: PreTrainedTokenizerBase, n_tokens: int) -> list[Encoded]:
+        """About ``n_tokens`` tokens of encoded documents, in draw order.
+
+        Loss weights: 1 for every token but BOS, ``answer_weight`` for assistant answers.
+        """
+        budget = self.shares * n_tokens
+        used = np.zeros(len(self.kinds))
+        out: list[Encoded] = []
+        while (used < budget).any():
+            k = int(self.rng.choice(len(self.kinds), p=self.shares))
+            if used[k] >= budget[k]:
+                continue
+            seq = self._encode(self.kinds[k], tokenizer)
+            used[k] += len(seq.ids)
+            out.append(seq)
+        return out
+
+    def _encode(self, kind: str, tokenizer: PreTrainedTokenizerBase) -> Encoded:
+        aw = self.cfg.corpus.answer_weight
+        if kind == "bio":
+            return encode_texts(tokenizer, [self.bio()])[0]
+        if kind == "sums":
+            return encode_texts(tokenizer, [self.sums()])[0]
+        if kind == "fact_qa":
+            return encode_chats(tokenizer, [("", tuple(self.fact_qa()))], prompt_weight=1.0, answer_weight=aw)[0]
+        ex = self.short_task() if kind == "short_tasks" else self.long_task()
+        return encode_chats(tokenizer, [(ex.context, ex.turns)], prompt_weight=1.0, answer_weight=aw)[0]
+
+    def tokenizer_texts(self) -> list[str]:
+        """Plain text of ``tokenizer_docs`` documents of every kind (the tokenizer's training text)."""
+        out = []
+        for i in range(self.cfg.corpus.tokenizer_docs):
+            kind = self.kinds[i % len(self.kinds)]
+            if kind == "bio":
+                out.append(self.bio())
+            elif kind == "sums":
+                out.append(self.sums())
+            elif kind == "fact_qa":
+                out.append(" ".join(f"{q} {a}" for q, a in self.fact_qa()))
+            else:
+                ex = self.short_task() if kind == "short_tasks" else self.long_task()
+                out.append(" ".join([ex.context, *[f"{q} {a}" for q, a in ex.turns]]))
+        return out

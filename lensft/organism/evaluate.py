@@ -1,83 +1,83 @@
-"""Sanity numbers for organism checkpoints on the organism's prompt sets.
+"""Capability numbers of organism checkpoints, measured by lensft's own probes on the held-out sets.
 
-Task sets are scored by the general short-task scorer (:func:`lensft.probes.short_tasks.score_tasks`,
-greedy exact match); the conflict set by a small greedy scorer here that reports which answer the
-open question follows (context or memory), the yes/no accuracy under memory, and closed-book
-accuracy. Used by the benchmark and ``lensft organism info --eval``.
+Nothing here scores answers itself: task sets go through the ``short_tasks`` probe (greedy
+decoding, SQuAD-normalised exact match), the needle set through ``retrieval_heads`` (Wu et al.
+2024: needle copy accuracy and per-head retrieval scores over copied items) and the conflict
+set through ``knowledge_preference``. Used by ``lensft organism info --eval`` and the benchmark.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+import logging
+import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Optional
 
-import torch
-from transformers import PreTrainedTokenizerBase
+from pydantic import BaseModel, Field
 
 from lensft.organism.training import deterministic_torch
-from lensft.prompts.io import read_prompt_set
-from lensft.prompts.schema import ConflictItem
+from lensft.prompts import PromptSet, read_prompt_set
 
-_PUNCT = re.compile(r"[^\w\s]")
-
-
-def normalize(text: str) -> str:
-    """Lower case, no punctuation, single spaces."""
-    return " ".join(_PUNCT.sub(" ", text.lower()).split())
+log = logging.getLogger(__name__)
 
 
-@torch.no_grad()
-def greedy_answers(model, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], *,
-                   max_new_tokens: int = 12, batch_size: int = 32) -> list[str]:
-    """Greedy completions of chat-formatted user turns (assistant text up to ``<|end|>``)."""
-    tokenizer.padding_side = "left"
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: list[str] = [""] * len(prompts)
-    for s in range(0, len(order), batch_size):
-        idx = order[s: s + batch_size]
-        chats = [[{"role": "user", "content": prompts[i]}] for i in idx]
-        enc = tokenizer.apply_chat_template(chats, add_generation_prompt=True, padding=True,
-                                            return_tensors="pt", return_dict=True)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        new = gen[:, enc["input_ids"].shape[1]:]
-        for i, row in zip(idx, new):
-            out[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+class Scores(BaseModel):
+    """One checkpoint's numbers (None where the set was not given)."""
+
+    label: str
+    accuracy: dict[str, float] = Field(default_factory=dict, description="task set -> greedy exact-match accuracy")
+    n_items: dict[str, int] = Field(default_factory=dict, description="set -> items scored")
+    needle_copy_accuracy: Optional[float] = None
+    n_retrieval_heads: Optional[int] = Field(None, description="heads with Wu retrieval score > 0.1 (copied items)")
+    max_retrieval_score: Optional[float] = None
+    conflict: dict[str, Optional[float]] = Field(
+        default_factory=dict, description="knowledge_preference: ctx_follow_rate, mem_follow_rate, yn_accuracy, known_rate")
+
+
+def _subset(ps: PromptSet, max_items: int | None) -> PromptSet:
+    if max_items is None or len(ps) <= max_items:
+        return ps
+    return ps.model_copy(update={"items": list(ps.items[:max_items])})
+
+
+def _number(x: object) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)  # type: ignore[arg-type]
+
+
+def evaluate_checkpoint(checkpoint: Path, prompt_sets: Mapping[str, Path], *, label: str | None = None,
+                        num_threads: int = 2, max_items: int | None = None) -> Scores:
+    """Run the probes on one checkpoint: ``short_tasks`` on every task set, ``retrieval_heads`` on
+    a needle set, ``knowledge_preference`` on a conflict set (at most ``max_items`` items each)."""
+    from lensft.handle import load_model
+    from lensft.probes.registry import get_probe
+
+    handle = load_model(checkpoint, label=label)
+    out = Scores(label=label or checkpoint.name)
+    with deterministic_torch(num_threads):
+        for name, path in prompt_sets.items():
+            ps = _subset(read_prompt_set(path), max_items)
+            out.n_items[name] = len(ps)
+            if ps.kind == "task":
+                probe = get_probe("short_tasks")
+                out.accuracy[name] = float(probe.run(handle, ps, probe.Settings()).summary["accuracy"])
+            elif ps.kind == "needle":
+                probe = get_probe("retrieval_heads")
+                s = probe.run(handle, ps, probe.Settings()).summary
+                out.needle_copy_accuracy = _number(s.get("needle_copy_accuracy"))
+                out.n_retrieval_heads = int(s.get("n_retrieval_heads") or 0)
+                out.max_retrieval_score = _number(s.get("max_score"))
+            elif ps.kind == "conflict":
+                probe = get_probe("knowledge_preference")
+                s = probe.run(handle, ps, probe.Settings()).summary
+                out.conflict = {k: _number(s.get(k)) for k in ("ctx_follow_rate", "mem_follow_rate", "yn_accuracy", "known_rate")}
+            log.info("evaluated %s on %s", out.label, name)
     return out
 
 
-def evaluate_checkpoint(checkpoint: Path, prompt_sets: dict[str, Path], *, num_threads: int = 2) -> dict[str, dict]:
-    """Scores of one checkpoint on every ``task`` and ``conflict`` prompt set.
-
-    Task sets: ``{"accuracy", "n"}`` (greedy exact match after :func:`normalize`). Conflict set:
-    ``context_rate`` / ``memory_rate`` (open answer equals the context / memorised answer),
-    ``yn_memory_accuracy`` (yes/no answer agrees with memory, the paper's accuracy) and
-    ``closed_book_accuracy`` (the memorised answer without context).
-    """
-    from lensft.handle import load_model
-    from lensft.probes.short_tasks import score_tasks
-
-    handle = load_model(checkpoint)
-    model, tok = handle.model, handle.tokenizer
-    results: dict[str, dict] = {}
-    with deterministic_torch(num_threads):
-        for name, path in prompt_sets.items():
-            ps = read_prompt_set(path)
-            if ps.kind == "task":
-                res = score_tasks(handle, ps)
-                results[name] = {"accuracy": float(res.summary["accuracy"]), "n": len(ps)}
-            elif ps.kind == "conflict":
-                items = [it for it in ps.items if isinstance(it, ConflictItem)]
-                n = max(1, len(items))
-                open_a = [normalize(a) for a in greedy_answers(model, tok, [it.prompt for it in items])]
-                closed = [normalize(a) for a in greedy_answers(model, tok, [it.closed_book_prompt for it in items])]
-                yn = [normalize(a) for a in greedy_answers(model, tok, [it.yn_prompt or "" for it in items], max_new_tokens=3)]
-                results[name] = {
-                    "context_rate": sum(a == normalize(it.context_answer) for a, it in zip(open_a, items)) / n,
-                    "memory_rate": sum(a == normalize(it.memory_answer) for a, it in zip(open_a, items)) / n,
-                    "yn_memory_accuracy": sum(a == ("yes" if it.yn_label else "no") for a, it in zip(yn, items)) / n,
-                    "closed_book_accuracy": sum(a == normalize(it.memory_answer) for a, it in zip(closed, items)) / n,
-                    "n": len(items),
-                }
-    return results
+def evaluate_build(build, *, sets: list[str] | None = None, max_items: int | None = None) -> dict[str, Scores]:
+    """Scores of every checkpoint of an :class:`~lensft.organism.OrganismBuild` (label -> scores)."""
+    chosen = {n: p for n, p in build.prompt_sets.items() if sets is None or n in sets}
+    return {label: evaluate_checkpoint(path, chosen, label=label, num_threads=build.config.num_threads,
+                                       max_items=max_items)
+            for label, path in build.checkpoints.items()}

@@ -1,100 +1,145 @@
-"""SFT arms: chat-formatted task examples, loss on assistant tokens only, one token budget.
+"""SFT arms: chat examples, loss on answer tokens only, one token budget and one answer-token budget.
 
-A short pool and a long pool are drawn once from the *training* split of the same task makers
-(same tasks, same facts, same task weights); they differ only in the long pool's document. An arm
-with long fraction ``m`` takes the leading examples of the long pool worth ``m * budget`` tokens and
-of the short pool worth ``(1 - m) * budget`` tokens, so every arm sees the same token budget.
+For every SFT seed a short pool and a long pool are drawn from the *training* split of the same
+task maker (same tasks, task weights, facts and answer forms); they differ only in the form
+(:mod:`lensft.organism.tasks`). A long example asks one question per instance hidden in its
+document; the number of questions is set so that the long pool's share of answer tokens equals
+the short pool's (:func:`questions_for`), so arms with the same token budget also supervise
+the same number of answer tokens. An arm with long fraction ``m`` takes the leading examples of
+the long pool worth ``m * budget`` tokens and of the short pool worth the rest.
 
-An example's tokens are ``<|bos|><|user|> prompt <|end|><|assistant|> answer <|end|>``, exactly
-what the tokenizer's chat template produces; the loss mask covers ``answer <|end|>``.
+Token layout and loss mask: :mod:`lensft.organism.encoding` (weight 1 on answer tokens, 0 elsewhere).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from lensft.organism.config import SftConfig
-from lensft.organism.tasks import TASKS, Example, TaskMaker
-from lensft.organism.tokenizer import ASSISTANT, END, USER
-from lensft.organism.world import World
+from lensft.organism.encoding import Encoded, encode_chats
+from lensft.organism.tasks import Example, Instance
+
+_BATCH = 64  # examples drawn and tokenised at a time
 
 
 @dataclass
 class Pool:
-    """Tokenised SFT examples: ids and loss masks per example, in draw order."""
+    """Tokenised SFT examples in draw order."""
 
     examples: list[Example]
-    ids: list[np.ndarray]
-    masks: list[np.ndarray]
+    seqs: list[Encoded]
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.array([len(x) for x in self.ids], dtype=np.int64)
+        """Tokens per example, int64 ``[n]``."""
+        return np.array([len(s) for s in self.seqs], dtype=np.int64)
+
+    @property
+    def answers(self) -> np.ndarray:
+        """Answer tokens per example, int64 ``[n]``."""
+        return np.array([s.n_answer for s in self.seqs], dtype=np.int64)
+
+    def answer_share(self) -> float:
+        """Answer tokens per token over the whole pool."""
+        return float(self.answers.sum() / max(1, self.lengths.sum()))
 
 
-def encode_chat(tokenizer: PreTrainedTokenizerBase, prompts: list[str], answers: list[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Token ids and assistant-token masks of single-turn chats (batched, no per-token Python)."""
-    backend = tokenizer.backend_tokenizer
-    p_enc = backend.encode_batch(prompts, add_special_tokens=False)
-    a_enc = backend.encode_batch(answers, add_special_tokens=False)
-    bos, user, end, asst = (tokenizer.convert_tokens_to_ids(t) for t in (tokenizer.bos_token, USER, END, ASSISTANT))
-    ids, masks = [], []
-    for p, a in zip(p_enc, a_enc):
-        head = np.array([bos, user] + p.ids + [end, asst], dtype=np.int64)
-        tail = np.array(a.ids + [end], dtype=np.int64)
-        ids.append(np.concatenate([head, tail]))
-        masks.append(np.concatenate([np.zeros(len(head), dtype=bool), np.ones(len(tail), dtype=bool)]))
-    return ids, masks
+@dataclass(frozen=True)
+class TurnCost:
+    """Token cost of asking one question after a document: answer tokens and whole-turn tokens (means)."""
+
+    answer: float
+    turn: float
 
 
-def make_pool(world: World, cfg: SftConfig, tokenizer: PreTrainedTokenizerBase, rng: np.random.Generator,
-              *, long: bool, budget: int, chars_per_token: float, max_len: int) -> Pool:
-    """Draw training-split examples until they hold at least ``budget`` tokens."""
-    maker = TaskMaker(world, rng, heldout=False, chars_per_token=chars_per_token)
-    tasks = [t for t in TASKS if cfg.task_weights.get(t, 0) > 0]
-    weights = np.array([cfg.task_weights[t] for t in tasks], dtype=np.float64)
-    weights /= weights.sum()
-    lo, hi = cfg.long_context_tokens
-    pool = Pool([], [], [])
+def fill_pool(draw: Callable[[], Example], tokenizer: PreTrainedTokenizerBase, budget: int, max_len: int) -> Pool:
+    """Draw examples until they hold at least ``budget`` tokens; examples longer than ``max_len`` are dropped."""
+    pool = Pool([], [])
     total = 0
     while total < budget:
-        batch = []
-        for _ in range(64):
-            task = tasks[int(rng.choice(len(tasks), p=weights))]
-            n_ctx = int(rng.integers(lo, hi + 1)) if long else None
-            batch.append(maker.make(task, n_ctx, yes_no_prob=0.3))
-        ids, masks = encode_chat(tokenizer, [e.prompt for e in batch], [e.answer for e in batch])
-        for e, i, m in zip(batch, ids, masks):
-            if len(i) <= max_len:
+        batch = [draw() for _ in range(_BATCH)]
+        seqs = encode_chats(tokenizer, [(e.context, e.turns) for e in batch], prompt_weight=0.0, answer_weight=1.0)
+        for e, s in zip(batch, seqs):
+            if len(s) <= max_len and total < budget:
                 pool.examples.append(e)
-                pool.ids.append(i)
-                pool.masks.append(m)
-                total += len(i)
+                pool.seqs.append(s)
+                total += len(s)
     return pool
 
 
+def fill_long_pool(draw: Callable[[float], Example], tokenizer: PreTrainedTokenizerBase, budget: int, max_len: int,
+                   share: float) -> Pool:
+    """Like :func:`fill_pool` for long examples whose answer share should equal ``share``.
+
+    ``draw(s)`` returns an example sized for answer share ``s``; after each batch the requested
+    share is corrected by the ratio of the target to the share realised so far (document
+    lengths are sized in characters, so their token counts drift), which drives the pool's
+    answer share to ``share``.
+    """
+    pool = Pool([], [])
+    total = answers = 0
+    ask = share
+    while total < budget:
+        batch = [draw(ask) for _ in range(_BATCH // 8)]  # small batches: long examples are large
+        seqs = encode_chats(tokenizer, [(e.context, e.turns) for e in batch], prompt_weight=0.0, answer_weight=1.0)
+        for e, s in zip(batch, seqs):
+            if len(s) <= max_len and total < budget:
+                pool.examples.append(e)
+                pool.seqs.append(s)
+                total += len(s)
+                answers += s.n_answer
+        if answers:
+            ask = float(np.clip(ask * share / (answers / total), 0.5 * share, 2.0 * share))
+    return pool
+
+
+def turn_cost(tokenizer: PreTrainedTokenizerBase, instances: list[Instance]) -> TurnCost:
+    """Mean tokens of an answer (with its ``<|end|>``) and of a whole question turn (4 chat markers)."""
+    backend = tokenizer.backend_tokenizer
+    q = backend.encode_batch([i.question for i in instances], add_special_tokens=False)
+    a = backend.encode_batch([i.answer for i in instances], add_special_tokens=False)
+    answer = float(np.mean([len(x.ids) + 1 for x in a]))
+    return TurnCost(answer=answer, turn=float(np.mean([len(x.ids) for x in q])) + answer + 3)
+
+
+def questions_for(context_tokens: int, share: float, cost: TurnCost, rng: np.random.Generator) -> int:
+    """Questions a ``context_tokens`` document needs so that answers make ``share`` of its tokens.
+
+    Solves ``k * a / (D + k * t) = share`` for ``k`` (``a``: answer tokens, ``t``: turn tokens,
+    ``D``: document tokens) and rounds at random, so the expected share is exact; at least 1.
+    """
+    if cost.answer - share * cost.turn <= 0.1 * cost.answer:
+        raise ValueError(f"a question turn holds {cost.answer / cost.turn:.3f} answer tokens per token, too close "
+                         f"to the target share {share:.3f} for documents to reach it")
+    k = share * context_tokens / (cost.answer - share * cost.turn)
+    return max(1, int(k) + int(rng.random() < k - int(k)))
+
+
 def take(pool: Pool, n_tokens: int) -> int:
-    """How many leading examples of ``pool`` come closest to ``n_tokens`` tokens."""
-    if n_tokens <= 0:
-        return 0
-    cum = np.cumsum(pool.lengths)
-    k = int(np.searchsorted(cum, n_tokens))  # first prefix reaching n_tokens
-    k = min(k, len(cum) - 1)
-    if k > 0 and abs(cum[k - 1] - n_tokens) <= abs(cum[k] - n_tokens):
-        return k
-    return k + 1
+    """How many leading examples of ``pool`` come closest to ``n_tokens`` tokens (the fewer on a tie)."""
+    prefix = np.concatenate([[0], np.cumsum(pool.lengths)])
+    return int(np.argmin(np.abs(prefix - n_tokens)))
 
 
-def arm_sequences(short: Pool, long: Pool, long_fraction: float, budget: int) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
-    """The examples of the arm with ``long_fraction`` of its budget from the long pool."""
+@dataclass(frozen=True)
+class ArmData:
+    """The sequences of one arm and what they hold."""
+
+    seqs: list[Encoded]
+    short_examples: int
+    long_examples: int
+    tokens: int
+    answer_tokens: int
+    questions: int
+
+
+def arm_data(short: Pool, long: Pool, long_fraction: float, budget: int) -> ArmData:
+    """The examples of the arm with ``long_fraction`` of its token budget from the long pool."""
     n_long = take(long, round(long_fraction * budget))
     n_short = 0 if long_fraction >= 1.0 else take(short, budget - int(long.lengths[:n_long].sum()))
-    ids = short.ids[:n_short] + long.ids[:n_long]
-    masks = short.masks[:n_short] + long.masks[:n_long]
-    stats = {"short_examples": n_short, "long_examples": n_long,
-             "short_tokens": int(short.lengths[:n_short].sum()), "long_tokens": int(long.lengths[:n_long].sum())}
-    stats["tokens"] = stats["short_tokens"] + stats["long_tokens"]
-    return ids, masks, stats
+    seqs = short.seqs[:n_short] + long.seqs[:n_long]
+    questions = sum(len(e.turns) for e in short.examples[:n_short] + long.examples[:n_long])
+    return ArmData(seqs, n_short, n_long, int(sum(len(s) for s in seqs)), int(sum(s.n_answer for s in seqs)), questions)

@@ -1,4 +1,4 @@
-"""Natural-language templates: several phrasings per fact, questions and yes/no questions."""
+"""Natural-language templates: facts, questions, reading events, cloze passages, word problems."""
 
 from __future__ import annotations
 
@@ -43,6 +43,28 @@ CONFLICT_INTROS = ["You should know the new knowledge:", "Recent news:", "Accord
 CONFLICT_DOMAIN = {"birthplace": "celebrity", "birth_year": "celebrity", "employer": "celebrity",
                    "country": "geography", "capital": "geography", "headquarters": "technology"}
 
+# -- reading: events about novel people (nothing to memorise) ----------------------------------
+MOVE = "{p} moved to {c} in {y} and opened a {shop}."
+MOVE_QUESTIONS = {"city": "Which city did {p} move to?", "person": "Who opened a {shop} in {c}?",
+                  "year": "In which year did {p} move to {c}?"}
+SECRET = "The secret number of {p} is {n}."
+SECRET_QUESTION = "What is the secret number of {p}?"
+SHOPS = ["bakery", "bookshop", "pharmacy", "garage", "cafe", "museum", "school", "library", "gym", "florist"]
+
+# -- cloze: the last word is an object named earlier ------------------------------------------
+OBJECTS = ["lamp", "violin", "map", "clock", "hat", "kettle", "mirror", "basket", "compass", "drum",
+           "ladder", "candle", "umbrella", "vase", "bell", "scarf", "globe", "anchor", "saddle", "radio"]
+CLOZE = [
+    ("{p} lost a {o} in {c}.", "After a long search, {p} finally found the"),
+    ("{p} bought a new {o} in {c}.", "Every evening, {p} proudly looks at the"),
+    ("{p} received a {o} as a gift in {c}.", "{p} still keeps the"),
+    ("{p} carried a heavy {o} across {c}.", "When {p} arrived home, {p} put down the"),
+]
+CLOZE_HEAD = "Complete the text with one word."
+
+# -- arithmetic word problems ------------------------------------------------------------------
+ITEMS = ["apples", "coins", "books", "stamps", "pens", "shells", "cards", "marbles", "cups", "keys"]
+
 
 def statement(fact: Fact, rng: np.random.Generator, obj: str | None = None) -> str:
     """One phrasing of ``fact`` (with ``obj`` in place of the true object when given)."""
@@ -51,9 +73,11 @@ def statement(fact: Fact, rng: np.random.Generator, obj: str | None = None) -> s
 
 
 def question(fact: Fact, rng: np.random.Generator) -> str:
+    """One phrasing of the open question whose answer is ``fact.obj``."""
     options = QUESTIONS[fact.relation]
     return options[int(rng.integers(len(options)))].format(s=fact.subject)
 
 
 def yes_no(fact: Fact, obj: str) -> str:
+    """The yes/no question "does ``fact.subject`` have ``obj`` for this relation?"."""
     return YES_NO[fact.relation].format(s=fact.subject, o=obj)

@@ -3,27 +3,24 @@
 Every city lies in one country, every country's capital is one of its own cities, every company
 has its headquarters in a city and every person has a birthplace city, a birth year and an
 employer. Facts are ``(subject, relation, object)`` triples; :mod:`lensft.organism.templates`
-turns them into sentences and questions.
+turns them into sentences and questions. Names are runs of syllables (:mod:`lensft.organism.names`).
+
+A share of the subjects is *held out*: their facts are stated in the pretraining corpus like
+every other fact, but no training example ever asks about them, so closed-book questions about
+them test recall of facts learnt from text alone (the evaluation's ``fact_recall`` set).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from lensft.organism import names
 from lensft.organism.config import WorldConfig
 
-_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "kl", "st", "tr", "sh"]
-_VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou"]
-_CODAS = ["", "", "n", "r", "s", "l", "m", "th"]
-_COUNTRY_SUFFIXES = ["ia", "land", "stan", "ora", "ovia"]
-_CITY_SUFFIXES = ["burg", "ton", "ville", "port", "mar", "holm", "ford", "dale"]
-_COMPANY_SUFFIXES = ["Labs", "Works", "Systems", "Foods", "Motors", "Mining", "Bank", "Media"]
-
-RELATIONS = ("birthplace", "birth_year", "employer", "country", "capital", "headquarters")
-SUBJECT_KIND = {"birthplace": "person", "birth_year": "person", "employer": "person",
-                "country": "city", "capital": "country", "headquarters": "company"}
+COMPANY_SUFFIXES = ("Labs", "Works", "Systems", "Foods", "Motors", "Mining", "Bank", "Media")
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,12 @@ class World:
             return list(self.companies)
         return [str(y) for y in sorted(set(self.birth_year.values()))]
 
+    def words(self) -> set[str]:
+        """Every word of every name (novel names use none of them)."""
+        return {w for n in self.countries + self.cities + self.companies + self.people for w in n.split()}
+
     def to_json(self) -> dict:
+        """A JSON-able dict (held-out subjects sorted)."""
         d = asdict(self)
         d["heldout"] = sorted(self.heldout)
         return d
@@ -82,8 +84,8 @@ class World:
     def check(self) -> list[str]:
         """Consistency problems (empty when the world is consistent)."""
         problems: list[str] = []
-        names = self.countries + self.cities + self.companies + self.people
-        if len(set(names)) != len(names):
+        all_names = self.countries + self.cities + self.companies + self.people
+        if len(set(all_names)) != len(all_names):
             problems.append("names are not unique")
         for country, cap in self.capital.items():
             if self.city_country.get(cap) != country:
@@ -98,17 +100,14 @@ class World:
         return problems
 
 
-def _word(rng: np.random.Generator, n_syllables: int) -> str:
-    parts = [_ONSETS[rng.integers(len(_ONSETS))] + _VOWELS[rng.integers(len(_VOWELS))] for _ in range(n_syllables)]
-    return "".join(parts) + _CODAS[rng.integers(len(_CODAS))]
-
-
-def _unique(rng: np.random.Generator, n: int, make, taken: set[str]) -> list[str]:
+def _unique(n: int, make: Callable[[], str], taken: set[str]) -> list[str]:
+    """``n`` names from ``make`` whose words are all new (added to ``taken``)."""
     out: list[str] = []
     while len(out) < n:
         name = make()
-        if name not in taken:
-            taken.add(name)
+        ws = name.split()
+        if not any(w in taken for w in ws) and len(set(ws)) == len(ws):
+            taken.update(ws)
             out.append(name)
     return out
 
@@ -118,16 +117,12 @@ def make_world(cfg: WorldConfig, seed: int) -> World:
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
     if cfg.n_cities < cfg.n_countries:
         raise ValueError("n_cities must be at least n_countries (every country needs a capital)")
-    taken: set[str] = set()
-    countries = _unique(rng, cfg.n_countries,
-                        lambda: _word(rng, 1).capitalize() + _COUNTRY_SUFFIXES[rng.integers(len(_COUNTRY_SUFFIXES))], taken)
-    cities = _unique(rng, cfg.n_cities,
-                     lambda: _word(rng, 1).capitalize() + _CITY_SUFFIXES[rng.integers(len(_CITY_SUFFIXES))], taken)
-    companies = _unique(rng, cfg.n_companies,
-                        lambda: _word(rng, 2).capitalize() + " " + _COMPANY_SUFFIXES[rng.integers(len(_COMPANY_SUFFIXES))], taken)
-    first = _unique(rng, max(8, cfg.n_people // 3), lambda: _word(rng, 2).capitalize(), taken)
-    last = _unique(rng, max(8, cfg.n_people // 3), lambda: _word(rng, 2).capitalize(), taken)
-    people = _unique(rng, cfg.n_people, lambda: f"{first[rng.integers(len(first))]} {last[rng.integers(len(last))]}", taken)
+    taken = {s for s in COMPANY_SUFFIXES}
+    countries = _unique(cfg.n_countries, lambda: names.word(rng, 2), taken)
+    cities = _unique(cfg.n_cities, lambda: names.word(rng, 3), taken)
+    companies = _unique(cfg.n_companies, lambda: names.word(rng, 2), taken)
+    companies = [f"{c} {COMPANY_SUFFIXES[i % len(COMPANY_SUFFIXES)]}" for i, c in enumerate(companies)]
+    people = _unique(cfg.n_people, lambda: names.person(rng), taken)
 
     # cities 0..n_countries-1 are the capitals; the rest are spread over the countries
     city_country = {c: countries[i] if i < len(countries) else countries[int(rng.integers(len(countries)))]

@@ -138,7 +138,7 @@ def _organism_sources(cfg: StudyConfig, seed: int, progress: Optional[Callable[.
     out = Path(cfg.organism_dir) / f"seed-{seed}" if cfg.organism_dir else None
     b = organism.build(cfg.organism, seed=seed, mixes=cfg.mixes or None, out=out, progress=progress)
     wanted = {round(m, 4) for m in (cfg.mixes or b.config.mixes)}
-    mixes = {f: p for f, p in b.arms().items() if 0.0 < f < 1.0 and round(f, 4) in wanted}
+    mixes = {r.long_fraction: p for r, p in b.arms.items() if r.is_mix and r.sft_seed == 0 and round(r.long_fraction, 4) in wanted}
     triple = load_triple(base=b.base, short=b.short, long=b.long)
     prompts = _organism_prompts(cfg, b.prompt_sets)
     return [ReplicateSource(Replicate(seed=seed), triple, mixes, prompts, True, b.root)]
