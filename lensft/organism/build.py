@@ -206,7 +206,7 @@ class _Builder:
         resume = None if max_steps is not None else path.parent / ".base-resume.pt"
         history = train(model, batches, math.ceil(pt.tokens / pt.batch_tokens), pt, seed=base_cfg.seed,
                         num_threads=self.cfg.num_threads, stage="base", progress=self.progress, max_steps=max_steps,
-                        resume=resume, save_every=RESUME_EVERY)
+                        resume=resume, save_every=RESUME_EVERY, device=self.cfg.device)
         if resume is None:
             return history
         record = BaseRecord(path="", origin="trained", base_key=base_cfg.key(), seed=base_cfg.seed,
@@ -268,7 +268,8 @@ class _Builder:
                        np.random.default_rng(np.random.SeedSequence(seeds["order"])))
         model = AutoModelForCausalLM.from_pretrained(str(self.base()), dtype="float32")
         history = train(model, batches, len(batches), tc, seed=self.cfg.seed * 1000 + ref.sft_seed,
-                        num_threads=self.cfg.num_threads, stage=ref.label, progress=self.progress)
+                        num_threads=self.cfg.num_threads, stage=ref.label, progress=self.progress,
+                        device=self.cfg.device)
         record = ArmRecord(arm=ref, path=str(path.relative_to(self.root)), examples=data.short_examples + data.long_examples,
                            short_examples=data.short_examples, long_examples=data.long_examples,
                            questions=data.questions, data_seeds=seeds, training=_record(history))

@@ -123,6 +123,7 @@ class OrganismConfig(_Frozen):
     mixes: tuple[float, ...] = Field((0.5,), description="long-data fractions of the mix arms (besides 0 and 1)")
     sft_seeds: int = Field(1, ge=1, description="SFT runs per arm (seeds 0..n-1), each from the one base")
     num_threads: int = 2
+    device: str = Field("cpu", description="where to train: cpu (reproducible bit for bit) or cuda (faster)")
 
     @field_validator("mixes")
     @classmethod

@@ -10,6 +10,11 @@ Document kinds and their token shares are set by :class:`~lensft.organism.config
   (training split) in the short and the long form, so the base reads contexts of every length,
   like a long-context base descended from an instruct model.
 - ``sums``: arithmetic facts ("12 plus 7 is 19.") over training operand triples.
+- ``copy``: copy drills: runs of random syllable words, each run said twice ("KaRo LuBaSi Te.
+  KaRo LuBaSi Te."), runs of 4-12 words so the distance to copy from varies. Reading a novel
+  name from context is copying its syllable tokens; the drills let the induction mechanism
+  form early (``shared/notes/organism-feasibility.md``: over a small alphabet it forms after a
+  short plateau, over rare tokens not at all).
 
 Documents are drawn in the order of one random stream; :meth:`CorpusMaker.chunk` returns about
 ``n_tokens`` tokens of them (encoded, with loss weights) at a time.
@@ -20,13 +25,14 @@ from __future__ import annotations
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
+from lensft.organism import names
 from lensft.organism import templates as T
 from lensft.organism.config import BaseConfig
 from lensft.organism.encoding import Encoded, encode_chats, encode_texts
 from lensft.organism.tasks import TaskMaker, arithmetic_heldout
 from lensft.organism.world import World
 
-KINDS = ("bio", "fact_qa", "short_tasks", "long_tasks", "sums")
+KINDS = ("bio", "fact_qa", "short_tasks", "long_tasks", "sums", "copy")
 
 
 class CorpusMaker:
@@ -84,6 +90,15 @@ class CorpusMaker:
                 out.append([f"{a} plus {b} is {a + b}.", f"{a} minus {b} is {a - b}.", f"{a} times {b} is {a * b}."][op])
         return " ".join(out)
 
+    def copy(self) -> str:
+        """Runs of 4-12 random syllable words (1-3 syllables each), each run said twice, about 120 tokens."""
+        out: list[str] = []
+        while sum(map(len, out)) < 360:
+            words = [names.word(self.rng, int(self.rng.integers(1, 4))) for _ in range(int(self.rng.integers(4, 13)))]
+            run = " ".join(w for w in words if not names.is_eval_name(w)) + "."
+            out += [run, run]
+        return " ".join(out)
+
     def short_task(self):
         """One task example in the short form."""
         return self.tasks.short(self.tasks.instance(self._task(), self.cfg.yes_no_prob))
@@ -118,8 +133,8 @@ class CorpusMaker:
         aw = self.cfg.corpus.answer_weight
         if kind == "bio":
             return encode_texts(tokenizer, [self.bio()])[0]
-        if kind == "sums":
-            return encode_texts(tokenizer, [self.sums()])[0]
+        if kind in ("sums", "copy"):
+            return encode_texts(tokenizer, [self.sums() if kind == "sums" else self.copy()])[0]
         if kind == "fact_qa":
             return encode_chats(tokenizer, [("", tuple(self.fact_qa()))], prompt_weight=1.0, answer_weight=aw)[0]
         ex = self.short_task() if kind == "short_tasks" else self.long_task()
@@ -132,8 +147,8 @@ class CorpusMaker:
             kind = self.kinds[i % len(self.kinds)]
             if kind == "bio":
                 out.append(self.bio())
-            elif kind == "sums":
-                out.append(self.sums())
+            elif kind in ("sums", "copy"):
+                out.append(self.sums() if kind == "sums" else self.copy())
             elif kind == "fact_qa":
                 out.append(" ".join(f"{q} {a}" for q, a in self.fact_qa()))
             else:

@@ -29,6 +29,8 @@ class Scores(BaseModel):
     accuracy: dict[str, float] = Field(default_factory=dict, description="task set -> greedy exact-match accuracy")
     n_items: dict[str, int] = Field(default_factory=dict, description="set -> items scored")
     needle_copy_accuracy: Optional[float] = None
+    needle_copy_by_length: dict[int, float] = Field(
+        default_factory=dict, description="haystack length (tokens) -> needle copy accuracy at that length")
     n_retrieval_heads: Optional[int] = Field(None, description="heads with Wu retrieval score > 0.1 (copied items)")
     max_retrieval_score: Optional[float] = None
     conflict: dict[str, Optional[float]] = Field(
@@ -43,6 +45,16 @@ def _subset(ps: PromptSet, max_items: int | None) -> PromptSet:
 
 def _number(x: object) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)  # type: ignore[arg-type]
+
+
+def copy_by_length(ps: PromptSet, records: list[dict]) -> dict[int, float]:
+    """Needle copy accuracy per haystack length (the items' ``context_tokens``), from the probe's records."""
+    length = {it.id: it.context_tokens for it in ps.items}
+    hits: dict[int, list[bool]] = {}
+    for r in records:
+        if length.get(r["id"]) is not None:
+            hits.setdefault(int(length[r["id"]]), []).append(bool(r["copied"]))
+    return {n: sum(v) / len(v) for n, v in sorted(hits.items())}
 
 
 def evaluate_checkpoint(checkpoint: Path, prompt_sets: Mapping[str, Path], *, label: str | None = None,
@@ -63,8 +75,10 @@ def evaluate_checkpoint(checkpoint: Path, prompt_sets: Mapping[str, Path], *, la
                 out.accuracy[name] = float(probe.run(handle, ps, probe.Settings()).summary["accuracy"])
             elif ps.kind == "needle":
                 probe = get_probe("retrieval_heads")
-                s = probe.run(handle, ps, probe.Settings()).summary
+                result = probe.run(handle, ps, probe.Settings())
+                s = result.summary
                 out.needle_copy_accuracy = _number(s.get("needle_copy_accuracy"))
+                out.needle_copy_by_length = copy_by_length(ps, result.records)
                 out.n_retrieval_heads = int(s.get("n_retrieval_heads") or 0)
                 out.max_retrieval_score = _number(s.get("max_score"))
             elif ps.kind == "conflict":

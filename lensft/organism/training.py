@@ -74,14 +74,15 @@ def forward_packed(model: LlamaForCausalLM, batch: Batch) -> torch.Tensor:
     ``position_ids`` only when no cache is passed; with the default cache, packed sequences would
     attend across each other at scrambled relative positions.
     """
-    return model(input_ids=torch.from_numpy(batch.input_ids), position_ids=torch.from_numpy(batch.position_ids),
-                 use_cache=False).logits
+    dev = model.device
+    return model(input_ids=torch.from_numpy(batch.input_ids).to(dev),
+                 position_ids=torch.from_numpy(batch.position_ids).to(dev), use_cache=False).logits
 
 
 def weighted_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     """Mean next-token cross-entropy (nats) with each target token weighted by ``batch.weights``."""
-    ids = torch.from_numpy(batch.input_ids)[:, 1:]
-    w = torch.from_numpy(batch.weights)[:, 1:]
+    ids = torch.from_numpy(batch.input_ids)[:, 1:].to(logits.device)
+    w = torch.from_numpy(batch.weights)[:, 1:].to(logits.device)
     ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids.flatten(), reduction="none")
     return (ce * w.flatten()).sum() / w.sum().clamp_min(1e-8)
 
@@ -94,7 +95,7 @@ def _save_state(path: Path, model: LlamaForCausalLM, opt: torch.optim.Optimizer,
 
 
 def _load_state(path: Path, model: LlamaForCausalLM, opt: torch.optim.Optimizer, sched) -> list[dict]:
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=True, map_location=next(model.parameters()).device)
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -103,7 +104,8 @@ def _load_state(path: Path, model: LlamaForCausalLM, opt: torch.optim.Optimizer,
 
 def train(model: LlamaForCausalLM, batches: Iterable[Batch], total_steps: int, cfg: TrainConfig, *, seed: int,
           num_threads: int, stage: str = "train", progress: ProgressFn | None = None,
-          max_steps: int | None = None, resume: Path | None = None, save_every: int = 0) -> list[dict]:
+          max_steps: int | None = None, resume: Path | None = None, save_every: int = 0,
+          device: str = "cpu") -> list[dict]:
     """Train for ``total_steps`` steps (or up to step ``max_steps``); return the per-step log.
 
     The schedule always spans ``total_steps``, so a run stopped after ``max_steps`` took exactly
@@ -113,10 +115,13 @@ def train(model: LlamaForCausalLM, batches: Iterable[Batch], total_steps: int, c
     an interrupted and resumed run gives the same weights, bit for bit, as an uninterrupted one.
     Each log entry: ``step``, ``loss`` (weighted cross-entropy, nats), ``lr``, ``tokens`` and
     ``answer_tokens`` seen so far, ``elapsed_s`` (training wall time, summed over resumed runs).
+    ``device``: where to train (``cpu``, or ``cuda`` to speed a long run up: same data and
+    schedule, not the same bits); the model is returned on the CPU.
     """
     stop = total_steps if max_steps is None else min(max_steps, total_steps)
     with deterministic_torch(num_threads):
         torch.manual_seed(seed)
+        model.to(device)
         decay = [p for p in model.parameters() if p.ndim >= 2]
         no_decay = [p for p in model.parameters() if p.ndim < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -154,6 +159,7 @@ def train(model: LlamaForCausalLM, batches: Iterable[Batch], total_steps: int, c
                 log.info("%s step %d/%d loss %.4f (%.0f tokens/s)", stage, step + 1, total_steps, value,
                          seen / max(elapsed, 1e-9))
         model.eval()
+        model.to("cpu")
     return history
 
 

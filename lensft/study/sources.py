@@ -133,15 +133,29 @@ def _organism_prompts(cfg: StudyConfig, prompt_files: dict[str, Path]) -> dict[s
 
 
 def _organism_sources(cfg: StudyConfig, seed: int, progress: Optional[Callable[..., None]]) -> list[ReplicateSource]:
+    """One replicate per SFT seed of the world ``seed``: the one base, that seed's arms and mixes."""
     from lensft import organism
 
     out = Path(cfg.organism_dir) / f"seed-{seed}" if cfg.organism_dir else None
-    b = organism.build(cfg.organism, seed=seed, mixes=cfg.mixes or None, out=out, progress=progress)
+    b = organism.build(cfg.organism, seed=seed, mixes=cfg.mixes or None, sft_seeds=cfg.sft_seeds, out=out,
+                       progress=progress)
     wanted = {round(m, 4) for m in (cfg.mixes or b.config.mixes)}
-    mixes = {r.long_fraction: p for r, p in b.arms.items() if r.is_mix and r.sft_seed == 0 and round(r.long_fraction, 4) in wanted}
-    triple = load_triple(base=b.base, short=b.short, long=b.long)
     prompts = _organism_prompts(cfg, b.prompt_sets)
-    return [ReplicateSource(Replicate(seed=seed), triple, mixes, prompts, True, b.root)]
+    sources = []
+    for sft in range(cfg.sft_seeds):
+        rep = Replicate(seed=seed, sft_seed=sft)
+        mixes = {r.long_fraction: p for r, p in b.arms.items()
+                 if r.is_mix and r.sft_seed == sft and round(r.long_fraction, 4) in wanted}
+        triple = load_triple(base=b.base, short=b.arm(0.0, sft), long=b.arm(1.0, sft))
+        sources.append(ReplicateSource(rep, triple, mixes, prompts, True, b.root, _arm_training(b, rep)))
+    return sources
+
+
+def _arm_training(b, rep: Replicate) -> list[ArmTraining]:  # b: OrganismBuild
+    """What each arm of ``rep`` trained on, from the build manifest."""
+    return [ArmTraining(replicate=rep, model=ModelRef.arm(a.arm.long_fraction), tokens=a.training.tokens,
+                        answer_tokens=a.training.answer_tokens, examples=a.examples)
+            for a in b.manifest.arms if a.arm.sft_seed == rep.sft_seed]
 
 
 def _triple_source(cfg: StudyConfig) -> ReplicateSource:
