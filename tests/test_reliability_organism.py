@@ -31,7 +31,7 @@ import torch
 
 from lensft.locks import holder, lock_path
 
-from fault_support import ForkServer, Run, forkserver, tree_hash  # noqa: F401 (fixture)
+from fault_support import AUDIT_NETWORK, ForkServer, Run, forkserver, tree_hash  # noqa: F401 (fixture)
 
 SEED = 1414
 RESUME = {"LENSFT_ORGANISM_RESUME_EVERY": "4"}
@@ -77,11 +77,14 @@ def _one_line(r: Run, phrase: str, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def reference(forkserver: ForkServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
-    """One uninterrupted build (resume interval 4) and how often it reached each fault-injection site."""
+    """One uninterrupted build (resume interval 4) and how often it reached each fault-injection
+    site; it runs without network: every socket connection or name lookup is refused and recorded."""
     root = tmp_path_factory.mktemp("organism-ref")
-    out = root / "ref"
-    r = forkserver.run(_argv(out), env=RESUME, hits_file=root / "hits.json", timeout=300)
+    out, audit = root / "ref", root / "network.txt"
+    env = {**RESUME, AUDIT_NETWORK: str(audit), "HF_HUB_OFFLINE": None, "TRANSFORMERS_OFFLINE": None}
+    r = forkserver.run(_argv(out), env=env, hits_file=root / "hits.json", timeout=300)
     assert r.code == 0, r.stderr[-3000:]
+    assert not audit.exists(), audit.read_text()
     return out, json.loads((root / "hits.json").read_text())
 
 
@@ -354,6 +357,25 @@ def test_read_only_out(forkserver: ForkServer) -> None:
     finally:
         os.chmod(root / "ro", 0o755)
         shutil.rmtree(root)
+
+
+def test_build_uses_no_network(reference) -> None:
+    """The reference build ran with every socket connection and name lookup refused and recorded
+    (see the fixture); the audit itself works: a lookup in a forked run is recorded and refused."""
+    ref, _ = reference
+    assert (ref / "checkpoints" / "long" / "model.safetensors").is_file()
+
+
+def test_network_audit_records_a_lookup(tmp_path: Path) -> None:
+    """The audit hook the reference build runs under catches a name lookup (it can fail)."""
+    import subprocess
+    import sys
+
+    record = tmp_path / "net.txt"
+    code = ("import fault_support, socket; fault_support._audit_network(%r)\n"
+            "try:\n    socket.getaddrinfo('example.org', 80)\nexcept RuntimeError:\n    pass\n") % str(record)
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent)})
+    assert "socket.getaddrinfo" in record.read_text()
 
 
 def test_kill_is_a_real_sigkill(forkserver: ForkServer, tmp_path: Path) -> None:
