@@ -153,6 +153,20 @@ def _warm_imports() -> None:
     list_probes()
 
 
+#: Environment variable of a child: a file path; the child refuses every socket connection and
+#: name lookup, appending each attempt to that file (the no-network promise, in a forked run).
+AUDIT_NETWORK = "LENSFT_TEST_AUDIT_NETWORK"
+
+
+def _audit_network(record: str) -> None:
+    def audit(event: str, args: tuple) -> None:
+        if event in ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr"):
+            with open(record, "a") as f:
+                f.write(f"{event} {args!r}"[:200] + "\n")
+            raise RuntimeError("lensft tried to use the network")
+    sys.addaudithook(audit)
+
+
 def _child(req: dict[str, Any]) -> None:
     """In the forked child: set up, run the command line, exit with its code (never returns)."""
     code = 3
@@ -180,6 +194,8 @@ def _child(req: dict[str, Any]) -> None:
 
         warnings.simplefilter("ignore")  # third-party deprecation notices are not lensft's output
         torch.set_num_threads(1)  # tiny models: one thread is fastest, and never oversubscribes the cores
+        if os.environ.get(AUDIT_NETWORK):  # record (in that file) and refuse every network use
+            _audit_network(os.environ[AUDIT_NETWORK])
         if req.get("kill_after") is not None:
             import threading
 

@@ -327,6 +327,10 @@ CASES: dict[str, Case] = {
                                                     "{old_study}", "--quiet"), "was written by lensft 0.0.1"),
     "report: directory of another lensft": Case(_cmd("report", "{old_study}"), "was written by lensft 0.0.1"),
     "report: not a study directory": Case(_cmd("report", "{not_a_study}"), "not a study results directory"),
+    # organism builds: more cases (build directories of another configuration or version, corrupt
+    # manifests, --out under a file or inside a checkpoint, read-only --out) in test_reliability_organism.py
+    "organism: unknown preset": Case(_cmd("organism", "build", "huge", "--out", "{out}"), "unknown organism preset"),
+    "organism: --mix outside [0, 1]": Case(_cmd("organism", "build", "tiny", "--mix", "1.5", "--out", "{out}"), "--mix"),
 }
 
 
@@ -364,7 +368,7 @@ def test_bad_input_one_line_exit_1_nothing_changed(what: str, world: World, caps
 def test_there_are_at_least_30_kinds_over_the_commands() -> None:
     commands = {k.split(":")[0] for k in CASES}
     assert len(CASES) >= 30
-    assert {"swap", "inspect", "probe", "patch", "study", "report"} <= commands
+    assert {"swap", "inspect", "probe", "patch", "study", "report", "organism"} <= commands
 
 
 # --- what the one-line table cannot show ----------------------------------------------------------

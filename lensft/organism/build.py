@@ -13,9 +13,16 @@ build of the same configuration lives in ``<config hash>-scratch``)::
     checkpoints/<slug>    one SFT arm per ArmRef (``short``, ``long``, ``mix-0.50``, ``short-sft1`` ...)
 
 Every stage writes atomically and is skipped when its output exists, so a second build is
-instant and asking for a new mix or SFT seed trains only that arm; an interrupted pretraining
-resumes from its last saved state (``checkpoints/.base-resume.pt``, every 200 steps). Stages draw from independent
-seed streams (``SeedSequence([seed, stream, ...])``), so skipping one never changes another.
+instant and asking for a new mix or SFT seed trains only that arm; an interrupted pretraining or
+SFT run resumes from its last saved state (``checkpoints/.base-resume.pt``, ``.short-resume.pt``
+..., every :data:`RESUME_EVERY` steps;
+the environment variable ``LENSFT_ORGANISM_RESUME_EVERY`` changes that interval, which never
+changes the result). Stages draw from independent seed streams (``SeedSequence([seed, stream,
+...])``), so skipping one never changes another.
+
+One process at a time builds a directory: the build holds the directory's lock
+(:mod:`lensft.locks`); a second build of it waits, then finds the work done and reuses it. What a
+killed build left (temporaries, a resume state beside a finished base) is removed under the lock.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +41,11 @@ import numpy as np
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from lensft import __version__
-from lensft.atomic import staging_dir, write_json_atomic, write_text_atomic
+from lensft.atomic import remove_stale, staging_dir, write_json_atomic, write_text_atomic
+from lensft.checkpoints.outputs import refuse_inside_inputs
 from lensft.errors import LensftError, OutputExists
+from lensft.faults import point
+from lensft.locks import locked
 from lensft.organism import shipped
 from lensft.organism.config import ConfigOrPreset, OrganismConfig, resolve
 from lensft.organism.corpus import CorpusMaker
@@ -57,6 +68,18 @@ _TOKENIZER, _EVAL, _CORPUS, _PRETRAIN_PACK, _SFT_SHORT, _SFT_LONG, _SFT_PACK = 2
 CHUNK_STEPS = 32
 #: Pretraining saves a resumable state this often (steps); an interrupted build continues from it.
 RESUME_EVERY = 200
+#: Environment variable that overrides :data:`RESUME_EVERY` (a positive integer; tests set it small).
+RESUME_EVERY_ENV = "LENSFT_ORGANISM_RESUME_EVERY"
+
+
+def resume_every() -> int:
+    """Steps between saved pretraining states: ``$LENSFT_ORGANISM_RESUME_EVERY`` or :data:`RESUME_EVERY`."""
+    raw = os.environ.get(RESUME_EVERY_ENV, "").strip()
+    if not raw:
+        return RESUME_EVERY
+    if not raw.isdigit() or int(raw) < 1:
+        raise LensftError(f"{RESUME_EVERY_ENV}={raw!r} is not a positive number of steps; set it to one or unset it")
+    return int(raw)
 
 
 def default_cache_dir() -> Path:
@@ -151,9 +174,7 @@ class _Builder:
                 else:
                     texts = CorpusMaker(self.world, self.cfg.base, self.rng(_TOKENIZER)).tokenizer_texts()
                     tok = train_tokenizer(texts, self.cfg.base.model.vocab_size)
-                tmp = staging_dir(path)
-                save_tokenizer(tok, tmp)
-                os.replace(tmp, path)
+                _install_dir(path, lambda d: save_tokenizer(tok, d))
                 self._timed("tokenizer", t0)
             self._tokenizer = AutoTokenizer.from_pretrained(str(path))
         return self._tokenizer
@@ -170,10 +191,8 @@ class _Builder:
         data = self.root / "data"
         if not (data / "conflict.jsonl").exists():
             t0 = time.perf_counter()
-            tmp = staging_dir(data)
-            write_eval_sets(self.world, self.cfg.eval, self.rng(_EVAL), tmp, self.chars_per_token())
-            shutil.rmtree(data, ignore_errors=True)
-            os.replace(tmp, data)
+            _install_dir(data, lambda d: write_eval_sets(self.world, self.cfg.eval, self.rng(_EVAL), d,
+                                                         self.chars_per_token()))
             self._timed("eval_sets", t0)
         paths = {p.stem: p for p in sorted(data.glob("*.jsonl"))}
         self.manifest.prompt_sets = {n: str(p.relative_to(self.root)) for n, p in paths.items()}
@@ -189,6 +208,7 @@ class _Builder:
                 shipped.install(path)
             else:
                 self._pretrain(path)
+        _resume_file(path).unlink(missing_ok=True)  # left by a build killed after saving the base
         if self.manifest.base is None:
             meta = BaseRecord.model_validate(_read_meta(path)["base"])
             self.manifest.base = meta.model_copy(update={"path": str(path.relative_to(self.root)),
@@ -203,10 +223,11 @@ class _Builder:
         batches = stream(lambda: corpus.chunk(tok, CHUNK_STEPS * pt.batch_tokens), (pt.short_seq_len, pt.seq_len),
                          pt.batch_tokens, tok.pad_token_id, self.rng(_PRETRAIN_PACK))
         model = make_model(base_cfg.model, tok, base_cfg.seed)
-        resume = None if max_steps is not None else path.parent / ".base-resume.pt"
+        resume = None if max_steps is not None else _resume_file(path)
         history = train(model, batches, math.ceil(pt.tokens / pt.batch_tokens), pt, seed=base_cfg.seed,
                         num_threads=self.cfg.num_threads, stage="base", progress=self.progress, max_steps=max_steps,
-                        resume=resume, save_every=RESUME_EVERY, device=self.cfg.device)
+                        resume=resume, save_every=resume_every(),
+                        device=self.cfg.device)
         if resume is None:
             return history
         record = BaseRecord(path="", origin="trained", base_key=base_cfg.key(), seed=base_cfg.seed,
@@ -252,7 +273,11 @@ class _Builder:
         paths = {r: self.root / "checkpoints" / r.slug for r in refs}
         pools: dict[int, tuple[Pool, Pool]] = {}
         for ref in refs:
-            if (paths[ref] / "model.safetensors").exists() and self.manifest.arm(ref) is not None:
+            if (paths[ref] / "model.safetensors").exists():
+                if self.manifest.arm(ref) is None:  # a build killed after saving the arm, before the manifest
+                    self.manifest.put_arm(ArmRecord.model_validate(_read_meta(paths[ref])["arm"]))
+                    self.manifest.write(self.root)
+                _resume_file(paths[ref]).unlink(missing_ok=True)  # left by a build killed after saving the arm
                 continue
             if ref.sft_seed not in pools:
                 pools = {ref.sft_seed: self.pools(ref.sft_seed)}  # one seed's pools in memory at a time
@@ -267,16 +292,36 @@ class _Builder:
         batches = pack(data.seqs, (tc.short_seq_len, tc.seq_len), tc.batch_tokens, tok.pad_token_id,
                        np.random.default_rng(np.random.SeedSequence(seeds["order"])))
         model = AutoModelForCausalLM.from_pretrained(str(self.base()), dtype="float32")
+        resume = _resume_file(path)
         history = train(model, batches, len(batches), tc, seed=self.cfg.seed * 1000 + ref.sft_seed,
                         num_threads=self.cfg.num_threads, stage=ref.label, progress=self.progress,
+                        resume=resume, save_every=resume_every(),
                         device=self.cfg.device)
         record = ArmRecord(arm=ref, path=str(path.relative_to(self.root)), examples=data.short_examples + data.long_examples,
                            short_examples=data.short_examples, long_examples=data.long_examples,
                            questions=data.questions, data_seeds=seeds, training=_record(history))
         save_checkpoint(model, tok, path, history, {"arm": record.model_dump(mode="json"), "config_key": self.cfg.cache_key()})
+        resume.unlink(missing_ok=True)  # (absent when training was shorter than one save interval)
         self.manifest.put_arm(record)
         self.manifest.write(self.root)
 
+
+def _install_dir(path: Path, fill: Callable[[Path], None]) -> None:
+    """Assemble a directory with ``fill`` in a staging sibling, then rename it over ``path``
+    (a failure leaves neither a partial ``path`` nor the staging directory)."""
+    tmp = staging_dir(path)
+    try:
+        fill(tmp)
+        point("install")
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _resume_file(checkpoint: Path) -> Path:
+    """The resumable training state of the arm saved at ``checkpoint`` (beside it, hidden)."""
+    return checkpoint.parent / f".{checkpoint.name}-resume.pt"
 
 def _record(history: list[dict]) -> TrainingRecord:
     last = history[-1]
@@ -301,23 +346,64 @@ def first_base_steps(config_or_preset: ConfigOrPreset, n_steps: int, workdir: os
     return _Builder(cfg, root, manifest, None)._pretrain(root / "unused", max_steps=n_steps)
 
 
-def _check_dir(root: Path, cfg: OrganismConfig, from_scratch: bool) -> None:
-    """Refuse a directory that holds another build, or anything that is not a build."""
-    cfg_path = root / "config.json"
-    if cfg_path.exists():
+def _check_path(root: Path) -> None:
+    """Refuse an output that is a file, lies under a file, or lies inside a model checkpoint."""
+    if root.exists() and not root.is_dir():
+        raise OutputExists(f"{root} is a file, not a build directory; choose a directory for the organism")
+    for parent in root.absolute().parents:
+        if not parent.exists():
+            continue
+        if not parent.is_dir():
+            raise OutputExists(f"{root} lies under the file {parent}; choose a directory for the organism")
+        if (parent / "config.json").is_file() and any((parent / w).exists() for w in _WEIGHTS):
+            refuse_inside_inputs(root, {"model": parent})
+
+
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _check_dir(root: Path, cfg: OrganismConfig, from_scratch: bool) -> BuildManifest | None:
+    """The manifest of the build in ``root`` (None for a new build); refuse a directory that holds
+    another build (another configuration or lensft version), a corrupt one, or anything else."""
+    cfg_path, man_path = root / "config.json", root / "manifest.json"
+    if not cfg_path.exists():
+        if root.is_dir():
+            remove_stale(root)  # a killed build's temporary config.json is not "something else"
+        if root.exists() and any(root.iterdir()):
+            raise OutputExists(f"{root} is not empty and holds no organism; choose an empty or new output directory")
+        return None
+    try:
         old = json.loads(cfg_path.read_text(encoding="utf-8"))
         old_cfg = OrganismConfig.model_validate(old["config"])
-        if old_cfg.cache_key() != cfg.cache_key() or bool(old.get("from_scratch")) != from_scratch:
-            raise OutputExists(f"{root} holds an organism built with another configuration; "
-                               "rebuild it or choose another output directory")
-    elif root.exists() and any(root.iterdir()):
-        raise OutputExists(f"{root} is not empty and holds no organism; choose an empty or new output directory")
+    except (ValueError, KeyError, TypeError) as e:
+        raise _corrupt(cfg_path, e) from None
+    try:
+        manifest = BuildManifest.read(root) if man_path.exists() else None
+    except ValueError as e:
+        raise _corrupt(man_path, e) from None
+    if old_cfg.cache_key() != cfg.cache_key() or bool(old.get("from_scratch")) != from_scratch:
+        raise OutputExists(f"{root} holds an organism built with another configuration; "
+                           "rebuild it or choose another output directory")
+    if manifest is not None and manifest.lensft_version != __version__:
+        raise OutputExists(f"{root} holds an organism built by lensft {manifest.lensft_version}, not this lensft "
+                           f"{__version__}; rebuild it or choose another output directory")
+    return manifest
+
+
+def _corrupt(path: Path, e: Exception) -> LensftError:
+    what = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+    return LensftError(f"{path} is not a readable organism build file ({what}); rebuild the organism or choose "
+                       "another output directory")
 
 
 def build(config_or_preset: ConfigOrPreset = "quick", *, seed: int | None = None, mixes: list[float] | None = None,
           sft_seeds: int | None = None, from_scratch: bool = False, out: os.PathLike[str] | str | None = None,
           rebuild: bool = False, progress: ProgressFn | None = None) -> OrganismBuild:
     """Build the organism (or finish or reuse a cached build) and return it.
+
+    Another process building the same directory is waited for (its build is then reused); a
+    killed build is finished from its last completed stage (and pretraining from its last saved
+    state), ending byte-identical to an uninterrupted build but for wall-clock times.
 
     Args:
         config_or_preset: a preset name (``"tiny"``, ``"quick"``, ``"full"``) or an :class:`OrganismConfig`.
@@ -329,22 +415,31 @@ def build(config_or_preset: ConfigOrPreset = "quick", *, seed: int | None = None
         out: build directory; default :func:`build_dir`.
         rebuild: delete the build directory first.
         progress: called with a :class:`~lensft.organism.progress.ProgressEvent` after every training step.
+
+    Raises:
+        OutputExists: ``out`` is a file or holds something other than this organism's build.
+        LensftError: ``out`` holds a corrupt build, or lies inside a model checkpoint.
     """
     cfg = resolve(config_or_preset).with_overrides(seed=seed, mixes=mixes, sft_seeds=sft_seeds)
     root = Path(out) if out is not None else build_dir(cfg, from_scratch=from_scratch)
-    if rebuild and root.exists():
-        shutil.rmtree(root)
-    _check_dir(root, cfg, from_scratch)
-    root.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(root / "config.json", _config_json(cfg, from_scratch))
-    manifest = BuildManifest.read(root) if (root / "manifest.json").exists() else BuildManifest(
-        lensft_version=__version__, preset=cfg.name, config_key=cfg.cache_key(), seed=cfg.seed, from_scratch=from_scratch)
-    b = _Builder(cfg, root, manifest, progress)
-    b.tokenizer()
-    prompt_sets = b.eval_sets()
-    base = b.base()
-    arms = b.arms(arm_refs(cfg))
-    manifest.write(root)
+    _check_path(root)
+    resume_every()  # a bad override is refused before anything is written
+    with locked(root, "lensft organism build", wait=True):
+        if rebuild and root.exists():
+            shutil.rmtree(root)
+        manifest = _check_dir(root, cfg, from_scratch)
+        root.mkdir(parents=True, exist_ok=True)
+        remove_stale(root, recursive=True)  # what killed builds left
+        write_text_atomic(root / "config.json", _config_json(cfg, from_scratch))
+        if manifest is None:
+            manifest = BuildManifest(lensft_version=__version__, preset=cfg.name, config_key=cfg.cache_key(),
+                                     seed=cfg.seed, from_scratch=from_scratch)
+        b = _Builder(cfg, root, manifest, progress)
+        b.tokenizer()
+        prompt_sets = b.eval_sets()
+        base = b.base()
+        arms = b.arms(arm_refs(cfg))
+        manifest.write(root)
     return OrganismBuild(root=root, config=cfg, base=base, arms=arms, prompt_sets=prompt_sets,
                          tokenizer=root / "tokenizer", world=root / "world.json", manifest=manifest)
 

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +24,8 @@ import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from lensft.atomic import staging_dir, write_bytes_atomic, write_text_atomic
+from lensft.errors import LensftError
+from lensft.faults import point
 from lensft.organism.config import ModelConfig, TrainConfig
 from lensft.organism.packing import Batch
 from lensft.organism.progress import ProgressEvent, ProgressFn
@@ -95,7 +98,12 @@ def _save_state(path: Path, model: LlamaForCausalLM, opt: torch.optim.Optimizer,
 
 
 def _load_state(path: Path, model: LlamaForCausalLM, opt: torch.optim.Optimizer, sched) -> list[dict]:
-    state = torch.load(path, weights_only=True, map_location=next(model.parameters()).device)
+    try:  # tensors, dicts, lists, tuples and numbers only: no pickled code can run from a resume state
+        state = torch.load(path, weights_only=True, map_location=next(model.parameters()).device)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise LensftError(f"the training state {path} is not a plain tensor file ({msg}); delete it to train "
+                          "that stage from its start") from None
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -158,6 +166,7 @@ def train(model: LlamaForCausalLM, batches: Iterable[Batch], total_steps: int, c
             if (step + 1) % 100 == 0 or step + 1 == stop:
                 log.info("%s step %d/%d loss %.4f (%.0f tokens/s)", stage, step + 1, total_steps, value,
                          seen / max(elapsed, 1e-9))
+            point("train.step")
         model.eval()
         model.to("cpu")
     return history
@@ -177,6 +186,7 @@ def save_checkpoint(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerBase,
                          pad_token_id=tokenizer.pad_token_id, do_sample=False, max_new_tokens=16).save_pretrained(str(tmp))
         write_text_atomic(tmp / "training_log.jsonl", "".join(json.dumps(row) + "\n" for row in history))
         write_text_atomic(tmp / "organism.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        point("install")
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
