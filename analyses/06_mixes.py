@@ -1,5 +1,5 @@
 # %% [markdown]
-# # §5 / Figures 6, 7, Table 7 — hybrid SFT mixes (organism only)
+# # §5 / Figures 6, 7, Table 7 — SFT mixes (organism only)
 
 # %%
 from _common import load_organism

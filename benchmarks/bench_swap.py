@@ -30,7 +30,6 @@ split building and measuring into two runs. Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -188,7 +187,7 @@ def tensor_digests(ckpt: Path) -> dict[str, str]:
         with safe_open(str(f), "pt") as h:
             for name in h.keys():
                 t = h.get_tensor(name)
-                out[name] = hashlib.sha256(t.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+                out[name] = sha256_bytes(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return out
 
 

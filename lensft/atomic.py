@@ -106,13 +106,6 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, indent: int | N
     return write_text_atomic(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
 
 
-def make_dir(path: str | os.PathLike[str]) -> Path:
-    """Create a directory (and parents) with the usual 0777-less-umask permissions."""
-    p = Path(path)
-    p.mkdir(parents=True, exist_ok=True)
-    return p
-
-
 def staging_dir(next_to: str | os.PathLike[str]) -> Path:
     """A new hidden directory beside ``next_to`` to assemble an output in before renaming it
     into place; its permissions are those of a normal new directory (not mkdtemp's 0700)."""

@@ -83,15 +83,3 @@ def remember_sha256(path: str | os.PathLike[str], digest: str, version: str) -> 
             write_text_atomic(_digest_dir() / version, digest)
     except OSError:  # a read-only home or cache: the digest is simply computed again next time
         pass
-
-
-def sha256_file_cached(path: str | os.PathLike[str]) -> str:
-    """:func:`sha256_file`, computed once per version of the file and then read from
-    ``$LENSFT_CACHE/sha256`` (default ``~/.cache/lensft/sha256``)."""
-    known = known_sha256(path)
-    if known is not None:
-        return known
-    version = file_version(path)
-    digest = sha256_file(path)
-    remember_sha256(path, digest, version)
-    return digest

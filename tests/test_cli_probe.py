@@ -115,7 +115,7 @@ def test_patch_command(pico_triples, tmp_path, capsys) -> None:
     assert main(["patch", "--host", short, "--donor", short, "--component", "mha", "--out", str(out)]) == 0
     res = load_result(out)
     assert res.probe == "patching" and res.dims["delta"] == ["component", "layer"]
-    assert all(abs(x) < 1e-9 for row in res.arrays["delta"] for x in row)  # donor == receiver: nothing moves
+    assert all(abs(x) < 1e-9 for row in res.arrays["delta"] for x in row)  # donor == host: nothing moves
     assert main(["patch", "--host", short, "--donor", long, "--layers", "1:2", "--out", str(out), "--force"]) == 0
     capsys.readouterr()
     assert main(["patch", "--host", short, "--donor", long, "--component", "attn", "--out", str(tmp_path / "x.json")]) == 1

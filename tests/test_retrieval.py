@@ -39,18 +39,19 @@ def _needle_set(needles: list[str] | None = None):
 def _reference_scores(h: ModelHandle, ps, s: RetrievalSettings) -> torch.Tensor:
     """Per-item scores ``[item, layer, head]`` by Wu et al.'s retrieval_calculate on full eager
     attention matrices (prefill + step-by-step decode), with the probe's stopping rules."""
-    from lensft.probes.scoring import continuation_text, encode_continuation, stop_token_ids
+    from lensft.probes.scoring import cache_keyword, continuation_text, encode_continuation, stop_token_ids
 
     h.set_attn_implementation("eager")
     out = torch.zeros(len(ps), h.n_layers, h.n_heads, dtype=torch.float64)
     for n, it in enumerate(ps.items):
         ids, ns, ne = needle_token_span(h, it, chat=True)
         n_ans = len(encode_continuation(h, continuation_text(h.format_prompt(it.prompt), it.answer, chat=True)))
-        past = h.model(torch.tensor([ids[:-1]]), use_cache=True).past_key_values
+        kw = cache_keyword(h.model)  # `cache` from transformers 5.24, `past_key_values` before
+        past = getattr(h.model(torch.tensor([ids[:-1]]), use_cache=True), kw)
         inp, gen = ids[-1], []
         for _ in range(n_ans + s.extra_steps):
-            o = h.model(torch.tensor([[inp]]), past_key_values=past, use_cache=True, output_attentions=True)
-            past, inp = o.past_key_values, int(o.logits[0, -1].argmax())
+            o = h.model(torch.tensor([[inp]]), **{kw: past}, use_cache=True, output_attentions=True)
+            past, inp = getattr(o, kw), int(o.logits[0, -1].argmax())
             gen.append(inp)
             for layer, att in enumerate(o.attentions):
                 for head in range(h.n_heads):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -13,7 +12,8 @@ from torch.testing import assert_close
 from lensft.errors import LensftError, PromptSetError
 from lensft.handle import ModelHandle, load_model
 from lensft.probes.scoring import (contains_match, continuation_logprobs, continuation_text, encode_continuation,
-                                   encode_prompt, exact_match, greedy_generate, normalize_answer, prompt_text)
+                                   encode_prompt, exact_match, forward_cached, greedy_generate, normalize_answer,
+                                   prompt_text)
 from lensft.probes.short_tasks import ShortTaskSettings, load_tasks, score_tasks
 from lensft.prompts import TaskItem, make_prompt_set, write_prompt_set
 from lensft.results import load_result, save_result
@@ -166,3 +166,22 @@ def test_loglik_mode_needs_choices(pico_triples) -> None:
     ps = make_prompt_set("x", "1", "task", [TaskItem(id="a", task="t", prompt="p", answer="a")])
     with pytest.raises(LensftError, match="mode=loglik"):
         score_tasks(h, ps, ShortTaskSettings(mode="loglik"))
+
+
+@pytest.mark.parametrize("family", PROBE_FAMILIES)
+def test_forward_cached_matches_one_full_pass_without_deprecation(pico_triples, family: str) -> None:
+    """Decoding through the KV cache (prefill, then one token at a time) gives the logits of one full
+    forward pass, under the cache keyword this transformers version takes (no deprecation warning)."""
+    import warnings
+
+    h = load_model(pico_triples[family][Variant.SHORT])
+    ids = torch.randint(0, 40, (2, 7))
+    full = h.model(input_ids=ids).logits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        parts, cache = [], None
+        for a, b in ((0, 4), (4, 5), (5, 6), (6, 7)):
+            logits, cache = forward_cached(h.model, cache, input_ids=ids[:, a:b])
+            parts.append(logits)
+    assert cache is not None and cache.get_seq_length() == 7
+    assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-4)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from lensft.checkpoints.triple import CheckpointTriple
+from lensft.hashing import sha256_file
 from lensft.variants import Role, Variant
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def check_compatibility(triple: CheckpointTriple, *, weight_changes: bool = True
 
 
 def _file_digest(p: Path) -> str | None:
-    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+    return sha256_file(p) if p.is_file() else None
 
 
 def _tokenizer_diffs(triple: CheckpointTriple) -> list[TokenizerDiff]:

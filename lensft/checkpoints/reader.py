@@ -107,9 +107,6 @@ class CheckpointReader:
     def name(self) -> str:
         return self.path.name
 
-    def keys(self) -> list[str]:
-        return list(self.tensors)
-
     def __contains__(self, name: object) -> bool:
         return name in self.tensors
 

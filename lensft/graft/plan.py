@@ -55,26 +55,6 @@ class GraftPlan:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def needed(self) -> dict[Variant, list[str]]:
-        """Tensor names each checkpoint must supply."""
-        out: dict[Variant, list[str]] = {}
-        for e in self.entries:
-            if e.grafted:
-                out.setdefault(e.source, []).append(e.name)
-                if e.blended:
-                    out.setdefault(e.host, []).append(e.name)
-            else:
-                out.setdefault(e.host, []).append(e.name)
-        return out
-
-    def summary(self) -> dict[tuple[Role, Variant], int]:
-        """Count of tensors per (role, supplying checkpoint); blended tensors count under the donor."""
-        counts: dict[tuple[Role, Variant], int] = {}
-        for e in self.entries:
-            key = (e.role, e.source if e.grafted else e.host)
-            counts[key] = counts.get(key, 0) + 1
-        return counts
-
     def sources_by_tensor(self) -> dict[str, dict[str, object]]:
         """``{name: {"role", "layer", "source", "alpha"}}`` for the manifest."""
         return {

@@ -46,6 +46,7 @@ from torch import Tensor
 from lensft.errors import LensftError
 from lensft.handle import ModelHandle
 from lensft.probes.attention_kernel import STAT_FIELDS, AttentionCollector, collect_attention
+from lensft.probes.nanstats import mean_or_none, nanmean
 from lensft.probes.registry import register_probe
 from lensft.probes.scoring import (batched, continuation_text, encode_continuation, encode_prompt, pad_batch, pad_id,
                                    prompt_text)
@@ -176,14 +177,14 @@ def attention_spread(handle: ModelHandle, prompts: PromptSet, settings: Attentio
     result.coords.update({"phase": phase_names, "layer": list(range(L)), "head": list(range(H)),
                           "prompt": [e.id for e in encoded], "key_span": span_names})
     for fi, name in enumerate(STAT_FIELDS):
-        result.set_array(name, _nanmean(per_prompt[..., fi], 0), ["phase", "layer", "head"])
+        result.set_array(name, nanmean(per_prompt[..., fi], 0), ["phase", "layer", "head"])
         result.set_array(f"{name}_per_prompt", per_prompt[..., fi], ["prompt", "phase", "layer", "head"])
-    result.set_array("span_mass", _nanmean(span_pp, 0), ["phase", "key_span", "layer", "head"])
+    result.set_array("span_mass", nanmean(span_pp, 0), ["phase", "key_span", "layer", "head"])
     result.set_array("span_mass_per_prompt", span_pp, ["prompt", "phase", "key_span", "layer", "head"])
     head = "norm_entropy" if s.normalise else "entropy"
     for pi, name in enumerate(phase_names):
         for fi, f in enumerate(STAT_FIELDS):
-            result.summary[f"mean_{f}_{name}"] = _scalar(per_prompt[:, pi, :, :, fi])
+            result.summary[f"mean_{f}_{name}"] = mean_or_none(per_prompt[:, pi, :, :, fi])
         result.summary[f"headline_entropy_{name}"] = result.summary[f"mean_{head}_{name}"]
     result.summary["n_prompts"] = float(len(encoded))
     return result
@@ -222,18 +223,6 @@ def spread_per_prompt(handle: ModelHandle, encoded: list[EncodedPrompt], phase_n
                 for sname in e.key_spans:
                     span_pp[i, gi, span_names.index(sname)] = means[r, pi, :, :, n_f + list(spans).index(sname)]
     return per_prompt, span_pp
-
-
-def _nanmean(x: torch.Tensor, dim: int) -> torch.Tensor:
-    ok = torch.isfinite(x)
-    n = ok.sum(dim)
-    tot = torch.where(ok, x, torch.zeros_like(x)).sum(dim)
-    return torch.where(n > 0, tot / n.clamp(min=1), torch.full_like(tot, math.nan))
-
-
-def _scalar(x: torch.Tensor) -> float | None:
-    ok = torch.isfinite(x)
-    return float(x[ok].mean()) if ok.any() else None
 
 
 @register_probe

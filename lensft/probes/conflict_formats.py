@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import hashlib
 import io
 import json
 import re
@@ -45,6 +44,7 @@ from typing import Any, Literal, Sequence
 from pydantic import ValidationError
 
 from lensft.errors import PromptSetError
+from lensft.hashing import sha256_bytes
 from lensft.prompts import ConflictItem, PromptSet, make_prompt_set, read_prompt_set
 
 ConflictFormat = Literal["auto", "lensft", "yesno", "conflictqa", "memo_trap"]
@@ -107,7 +107,7 @@ def load_conflicts(path: str | Path, format: ConflictFormat = "auto", *,
         raise PromptSetError(f"{p} has no lensft prompt-set header")
     records = _read_records(p, raw)
     fmt = _detect(records[0], p) if format == "auto" else format
-    version = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:12]
+    version = sha256_bytes(raw.encode("utf-8"))[:12]
     if fmt == "yesno":
         items = [_yesno_item(r, i, p, new_knowledge) for i, r in enumerate(records)]
         return make_prompt_set(p.stem, version, "conflict", items, description=f"yes/no conflict statements from {p.name}")

@@ -45,6 +45,7 @@ from torch import Tensor
 
 from lensft.errors import LensftError
 from lensft.handle import ModelHandle
+from lensft.probes.nanstats import floats_or_none, mean_or_none
 from lensft.probes.registry import register_probe
 from lensft.probes.scoring import (batched, continuation_text, encode_continuation, encode_prompt, model_device,
                                    pad_batch, pad_id, prompt_text)
@@ -248,25 +249,18 @@ class FFNActivationsProbe:
         res.coords.update(site=site_names, phase=phases, layer=list(range(handle.n_layers)),
                           threshold=list(s.thresholds))
         for k, site in enumerate(site_names):
-            res.summary[f"{site}_mean"] = _nanmean(st.mean[k, 0])
-            res.summary[f"{site}_var"] = _nanmean(st.var[k, 0])
-            res.summary[f"{site}_abs_mean"] = _nanmean(st.abs_mean[k, 0])
-            res.summary[f"{site}_sparsity"] = _nanmean(st.sparsity[k, 0, :, 0])
+            res.summary[f"{site}_mean"] = mean_or_none(st.mean[k, 0])
+            res.summary[f"{site}_var"] = mean_or_none(st.var[k, 0])
+            res.summary[f"{site}_abs_mean"] = mean_or_none(st.abs_mean[k, 0])
+            res.summary[f"{site}_sparsity"] = mean_or_none(st.sparsity[k, 0, :, 0])
         for key in ("mean", "var", "sparsity"):
             res.summary[key] = res.summary[f"act_{key}"]
         res.summary["n_tokens"] = float(n_tok[0])
         item_st = finalize_moments(per_item)
         for e, m, sp, mom in zip(encoded, item_st.mean, item_st.sparsity, per_item):
-            res.records.append({"id": e.id, "n_tokens": len(e.ids), "act_mean": _floats(m[0]),
-                                "act_sparsity": _floats(sp[0, :, 0]),
-                                "act_moments": [_floats(row) for row in mom[0][:, [0, 1, 2, N_FIXED]]]})
+            res.records.append({"id": e.id, "n_tokens": len(e.ids), "act_mean": floats_or_none(m[0]),
+                                "act_sparsity": floats_or_none(sp[0, :, 0]),
+                                "act_moments": [floats_or_none(row) for row in mom[0][:, [0, 1, 2, N_FIXED]]]})
         return res
 
 
-def _nanmean(x: Tensor) -> float | None:
-    v = float(torch.nanmean(x.double()))
-    return None if v != v else v
-
-
-def _floats(x: Tensor) -> list[float | None]:
-    return [None if v != v else float(v) for v in x.tolist()]

@@ -71,6 +71,7 @@ from lensft.handle import ModelHandle
 from lensft.probes.conflict_encoding import encode_answers, yes_no_prompt
 from lensft.probes.conflict_formats import load_conflicts
 from lensft.probes.knowledge_metrics import knowledge_summary
+from lensft.probes.nanstats import floats_or_none, nanmean
 from lensft.probes.registry import register_probe
 from lensft.probes.scoring import (batched, contains_match, continuation_logprobs, encode_continuation, greedy_generate,
                                    model_device, next_token_logprobs, pad_batch, pad_id)
@@ -262,7 +263,7 @@ def logit_lens(handle: ModelHandle, enc: Sequence[Encoded], recs: list[dict[str,
         lens[idx] = lm.double().cpu()
     measured = set(idx)
     for k, r in enumerate(recs):
-        r["lens_margin"] = [None if math.isnan(v) else v for v in lens[k].tolist()] if k in measured else None
+        r["lens_margin"] = floats_or_none(lens[k]) if k in measured else None
     return lens
 
 
@@ -292,16 +293,10 @@ def score_knowledge(handle: ModelHandle, prompt_set: PromptSet, settings: Knowle
     res.summary = knowledge_summary(recs)
     kn = torch.tensor([r["known"] for r in recs])
     nan_row = lens.new_full((handle.n_layers,), math.nan)
-    rows = [_nanmean_rows(lens) if len(items) else nan_row, _nanmean_rows(lens[kn]) if bool(kn.any()) else nan_row]
+    rows = [nanmean(lens, 0) if len(items) else nan_row, nanmean(lens[kn], 0) if bool(kn.any()) else nan_row]
     res.set_array("lens_margin", torch.stack(rows), ["subset", "layer"])
     res.coords.update(subset=["all", "known"], layer=list(range(handle.n_layers)))
     return res
-
-
-def _nanmean_rows(x: Tensor) -> Tensor:
-    """Column means ignoring NaN (NaN where a column has no value)."""
-    ok = ~torch.isnan(x)
-    return torch.where(ok, x, torch.zeros_like(x)).sum(0) / ok.sum(0)
 
 
 @register_probe

@@ -55,8 +55,8 @@ from lensft.errors import LensftError
 from lensft.handle import ModelHandle
 from lensft.probes.attention_kernel import AttentionCollector, collect_attention, use_kernel
 from lensft.probes.registry import register_probe
-from lensft.probes.scoring import (continuation_text, encode_continuation, model_device, prompt_text, rouge1_recall,
-                                   stop_token_ids)
+from lensft.probes.scoring import (continuation_text, encode_continuation, forward_cached, model_device, prompt_text,
+                                   rouge1_recall, stop_token_ids)
 from lensft.prompts import PromptSet
 from lensft.prompts.schema import NeedleItem
 from lensft.prompts.spans import char_span_to_tokens
@@ -131,7 +131,7 @@ def decode_needle(handle: ModelHandle, ids: list[int], needle: tuple[int, int], 
     past = None
     with use_kernel(handle):
         if len(ids) > 1:
-            past = handle.model(input_ids=prompt_ids[None, :-1].to(device), use_cache=True).past_key_values
+            past = forward_cached(handle.model, input_ids=prompt_ids[None, :-1].to(device))[1]
     col = AttentionCollector.for_handle(handle, chunk_q=1, chunk_k=s.chunk_k)
     hits = torch.zeros(handle.n_layers, handle.n_heads, dtype=torch.float64)
     generated: list[int] = []
@@ -139,9 +139,8 @@ def decode_needle(handle: ModelHandle, ids: list[int], needle: tuple[int, int], 
     with collect_attention(handle, col):
         for _ in range(max_steps):
             col.query_start = pos
-            out = handle.model(input_ids=torch.tensor([[inp]], device=device), past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            tok = int(out.logits[0, -1].argmax())
+            logits, past = forward_cached(handle.model, past, input_ids=torch.tensor([[inp]], device=device))
+            tok = int(logits[0, -1].argmax())
             top = torch.stack([col.last_top1[layer][0] for layer in range(handle.n_layers)])  # [layer, head]
             hits += retrieval_hits(top, prompt_ids, needle[0], needle[1], tok).to(torch.float64)
             generated.append(tok)

@@ -21,6 +21,7 @@ Conventions (used by ``short_tasks``, ``knowledge_preference`` and ``patching``)
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import re
 import string
@@ -240,6 +241,29 @@ def stop_token_ids(handle: ModelHandle) -> list[int]:
 
 
 @torch.no_grad()
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The keyword (and output attribute) a model's forward takes its KV cache under: ``cache`` from
+    transformers 5.24 (which deprecates ``past_key_values`` and drops it in 5.40), ``past_key_values``
+    before. Read once per model class from the forward signature."""
+    return _cache_keyword(type(model))
+
+
+@functools.cache
+def _cache_keyword(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
+
+
+def forward_cached(model: torch.nn.Module, cache: Any = None, **inputs: Any) -> tuple[Tensor, Any]:
+    """One forward pass with a KV cache: ``(logits [batch, seq, vocab], the updated cache)``.
+
+    ``cache`` is the cache a previous call returned (``None`` for a fresh one); ``inputs`` are the
+    model's other keyword arguments (``input_ids``, ``attention_mask``, ``position_ids`` ...).
+    """
+    kw = cache_keyword(model)
+    out = model(**inputs, **({kw: cache} if cache is not None else {}), use_cache=True)
+    return out.logits, getattr(out, kw)
+
+
 def greedy_generate(handle: ModelHandle, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 24,
                     batch_size: int = 8, stop_at_newline: bool = True) -> list[str]:
     """Greedy completions of token-id prompts (left-padded batches, KV cache).
@@ -269,10 +293,9 @@ def greedy_generate(handle: ModelHandle, prompts: Sequence[Sequence[int]], *, ma
         texts = [""] * n
         gen_len = [budget] * n
         for step in range(budget):
-            res = handle.model(input_ids=step_ids, attention_mask=mask, position_ids=pos,
-                               past_key_values=past, use_cache=True)
-            past = res.past_key_values
-            nxt = res.logits[:, -1].argmax(-1)
+            logits, past = forward_cached(handle.model, past, input_ids=step_ids, attention_mask=mask,
+                                          position_ids=pos)
+            nxt = logits[:, -1].argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, pid), nxt)
             new = torch.cat([new, nxt[:, None]], 1)
             for r in range(n):

@@ -31,7 +31,6 @@ dims ``[task]``; records ``{id, task, mode, prompt, prediction, gold, correct}``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -42,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lensft.errors import LensftError, PromptSetError
 from lensft.handle import ModelHandle
+from lensft.hashing import sha256_bytes
 from lensft.probes.registry import register_probe
 from lensft.probes.scoring import (contains_match, continuation_logprobs, continuation_text, encode_continuation,
                                    encode_prompt, exact_match, greedy_generate, prompt_text)
@@ -90,7 +90,7 @@ def load_tasks(path: str | Path) -> PromptSet:
         except json.JSONDecodeError as e:
             raise PromptSetError(f"{p}:{lineno}: not JSON ({e.msg})") from None
         items.append(_simple_item(d, p, lineno))
-    version = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:12]
+    version = sha256_bytes(raw.encode("utf-8"))[:12]
     return make_prompt_set(p.stem, version, "task", items, description=f"simple task file {p.name}")
 
 

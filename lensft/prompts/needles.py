@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from lensft.errors import PromptSetError
 from lensft.prompts.haystack import filler_paragraphs
 from lensft.prompts.io import make_prompt_set
 from lensft.prompts.schema import NeedleItem, PromptSet, Span
 
-NeedleStyle = Literal["wu", "magic_number"]
 NEEDLE_STYLES: tuple[str, ...] = ("wu", "magic_number")
 
 #: Tokens per whitespace word of the filler, used when no tokenizer counts the tokens

@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from lensft.report.data import StudyData
-from lensft.report.stats import Interval, Statistic, wmean
+from lensft.report.stats import Band, Interval, Statistic, wmean
 from lensft.results import ProbeResult
 from lensft.study.record import ModelRef
 
@@ -50,10 +50,12 @@ def align(tables: Sequence[Items]) -> list[Items]:
     return [t.take(ids) for t in tables]
 
 
-def interval(d: StudyData, steps: Sequence[str], models: Sequence[ModelRef], extract: Extractor, build: Builder,
-             donor: Optional[ModelRef] = None) -> Optional[Interval]:
-    """Bootstrap interval of ``build`` over the replicates where every model has a result."""
-    stats, sizes = [], []
+def replicate_stats(d: StudyData, steps: Sequence[str], models: Sequence[ModelRef], extract: Extractor,
+                    build: Builder, donor: Optional[ModelRef] = None) -> tuple[list[Statistic], list[int]]:
+    """``build`` of the aligned tables, and the number of aligned items, of every replicate where
+    every model has a result with items (the input of the bootstrap)."""
+    stats: list[Statistic] = []
+    sizes: list[int] = []
     for rep in d.replicates:
         tables = []
         for m in models:
@@ -67,21 +69,25 @@ def interval(d: StudyData, steps: Sequence[str], models: Sequence[ModelRef], ext
             if aligned[0].ids:
                 stats.append(build(aligned))
                 sizes.append(len(aligned[0].ids))
-    return d.bootstrap.interval(stats, sizes) if stats else None
+    return stats, sizes
+
+
+def interval(d: StudyData, steps: Sequence[str], models: Sequence[ModelRef], extract: Extractor, build: Builder,
+             donor: Optional[ModelRef] = None) -> Optional[Interval]:
+    """Bootstrap interval of ``build`` over the replicates where every model has a result."""
+    return d.bootstrap.interval(*replicate_stats(d, steps, models, extract, build, donor))
+
+
+def band(d: StudyData, steps: Sequence[str], models: Sequence[ModelRef], extract: Extractor, build: Builder,
+         donor: Optional[ModelRef] = None) -> Optional[Band]:
+    """Pointwise bootstrap intervals of a vector statistic (one value per layer, head ...)."""
+    return d.bootstrap.band(*replicate_stats(d, steps, models, extract, build, donor))
 
 
 def distribution(d: StudyData, steps: Sequence[str], models: Sequence[ModelRef], extract: Extractor,
                  build: Builder) -> np.ndarray:
     """Bootstrap draws of ``build`` (empty when no replicate has every model)."""
-    stats, sizes = [], []
-    for rep in d.replicates:
-        rs = [d.results(m, *steps).get(rep) for m in models]
-        tables = [extract(r) if r is not None else None for r in rs]
-        if all(t is not None for t in tables):
-            aligned = align(tables)  # type: ignore[arg-type]
-            stats.append(build(aligned))
-            sizes.append(len(aligned[0].ids))
-    return d.bootstrap.distribution(stats, sizes)
+    return d.bootstrap.distribution(*replicate_stats(d, steps, models, extract, build))
 
 
 # --- extractors ---------------------------------------------------------------------------------

@@ -110,9 +110,6 @@ def entropy_claim(d: StudyData) -> Claim:
 
 
 # --- FFN ----------------------------------------------------------------------------------------
-FFN_STATS = ("mean", "var", "sparsity")
-
-
 def pooled_ffn(t: Items, w: np.ndarray) -> dict[str, np.ndarray]:
     """``{stat: [draws, layer]}``: mean, population variance and sparsity pooled over resampled items."""
     m = t["moments"]  # [item, layer, 4]: count, sum, sum of squares, below threshold

@@ -17,7 +17,6 @@ from lensft.study.config import StudyConfig
 from lensft.study.record import ModelRef, Replicate
 from lensft.variants import Role, Variant
 
-ARMS = (Variant.SHORT, Variant.LONG)
 BLOCKS = (Role.MHA, Role.FFN)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lensft.atomic import write_text_atomic
+
 FILLER = [
     "The river was calm in the morning and the boats waited by the old bridge.",
     "Farmers in the valley grow wheat, barley and a few rows of sunflowers.",
@@ -41,7 +43,7 @@ def main() -> None:
         item = {"id": f"needle-{i}", "prompt": prompt, "needle": {"name": "needle", "start": start, "end": start + len(code)},
                 "answer": code, "context_tokens": len(text.split()), "depth": depth}
         lines.append(json.dumps(item))
-    out.write_text("\n".join(lines) + "\n")
+    write_text_atomic(out, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

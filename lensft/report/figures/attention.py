@@ -11,7 +11,7 @@ from plotly.subplots import make_subplots
 from lensft.report.data import LONG, SHORT, StudyData
 from lensft.report.figures.common import (Drawn, band_error, color, colorbar, index_axis, layout, not_measured_panel,
                                           replicate_note)
-from lensft.report.measures import align, per_prompt, retrieval_items
+from lensft.report.measures import band, per_prompt, retrieval_items
 from lensft.report.mechanisms import (MIN_COPIED, RETRIEVAL_THRESHOLD, head_scores, late_layers, n_copied,
                                       retrieval_check, spread_phases)
 from lensft.report.stats import Band, wmean
@@ -100,15 +100,8 @@ def _head_band(d: StudyData, m: ModelRef, heads: list[tuple[int, int]]) -> Optio
 
 def entropy_band(d: StudyData, phase: str) -> Optional[Band]:
     """Per-layer Δ entropy short − long (the paper's UltraChat − ChatQA2), mean over heads, paired."""
-    stats, sizes = [], []
-    for rep in d.replicates:
-        rs = [d.results(m, "attention_spread").get(rep) for m in (SHORT, LONG)]
-        ts = [per_prompt("entropy", phase)(r) if r is not None else None for r in rs]
-        if all(t is not None for t in ts):
-            s, lo = align(ts)  # type: ignore[arg-type]
-            stats.append(lambda w, s=s, lo=lo: (wmean(w, s["entropy"]) - wmean(w, lo["entropy"])).mean(-1))
-            sizes.append(len(s.ids))
-    return d.bootstrap.band(stats, sizes)
+    return band(d, ("attention_spread",), (SHORT, LONG), per_prompt("entropy", phase),
+                lambda ts: lambda w, s=ts[0], lo=ts[1]: (wmean(w, s["entropy"]) - wmean(w, lo["entropy"])).mean(-1))
 
 
 def entropy_layers(d: StudyData) -> Optional[Drawn]:

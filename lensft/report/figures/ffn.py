@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 
 from lensft.report.data import LONG, SHORT, StudyData
 from lensft.report.figures.common import Drawn, band_error, color, index_axis, layout, replicate_note
-from lensft.report.measures import align, ffn_moments
+from lensft.report.measures import band, ffn_moments
 from lensft.report.mechanisms import pooled_ffn, relative_delta
 from lensft.report.stats import Band
 from lensft.study.record import ModelRef
@@ -20,15 +20,7 @@ STATS = (("mean", "mean activation (model units)", 1.0), ("var", "activation var
 
 
 def _band(d: StudyData, models: list[ModelRef], make) -> Optional[Band]:  # noqa: ANN001
-    stats, sizes = [], []
-    for rep in d.replicates:
-        rs = [d.results(m, "ffn_activations").get(rep) for m in models]
-        ts = [ffn_moments(r) if r is not None else None for r in rs]
-        if all(t is not None for t in ts):
-            aligned = align(ts)  # type: ignore[arg-type]
-            stats.append(make(aligned))
-            sizes.append(len(aligned[0].ids))
-    return d.bootstrap.band(stats, sizes)
+    return band(d, ("ffn_activations",), models, ffn_moments, make)
 
 
 def ffn_delta(d: StudyData) -> Optional[Drawn]:

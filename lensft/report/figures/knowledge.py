@@ -67,7 +67,7 @@ def knowledge_mix(d: StudyData) -> Optional[Drawn]:
     fig.update_yaxes(title_text="yes/no accuracy vs memorised fact (%)", range=[0, 105])
     cap = ("Yes/no conflict accuracy of every arm on the items all arms know closed-book (claim 7 gives the slope and "
            "its interval). The paper's accuracy falls from 99.8% (short only) to 50% (long only)." + replicate_note(len(d.replicates)))
-    return Drawn(layout(fig, "Knowledge preference vs SFT mixing ratio"), cap)
+    return Drawn(layout(fig, "Knowledge preference across the SFT mixes"), cap)
 
 
 def _lens_band(d: StudyData, m: ModelRef) -> Optional[Band]:

@@ -80,7 +80,7 @@ def mix_curve(d: StudyData) -> Optional[Drawn]:
     cap = ("Accuracy of the arms trained on mixes of short and long SFT data (0% = short arm, 100% = long arm). "
            + "; ".join(peaks) + f" (point estimates; claim 8 gives the bootstrap probability of each peak). The paper "
            f"finds GSM8K (here {g}) best at a 50/50 mix and MMLU best with long-only data." + replicate_note(len(d.replicates)))
-    return Drawn(layout(fig, "Short-task accuracy vs SFT mixing ratio"), cap)
+    return Drawn(layout(fig, "Short-task accuracy across the SFT mixes"), cap)
 
 
 def module_grid(d: StudyData) -> Optional[Drawn]:
