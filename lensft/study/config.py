@@ -23,7 +23,7 @@ from lensft.errors import LensftError
 #: Step names in the order they run (and the report's order).
 STEP_NAMES: tuple[str, ...] = (
     "short_tasks", "module_grid", "layer_sweep", "attention_spread", "retrieval", "ffn_activations",
-    "knowledge", "patching",
+    "knowledge", "patching", "benchmarks",
 )
 #: Prompt-set roles a study fills (from the organism, the built-in sets or ``prompts``).
 PROMPT_ROLES: tuple[str, ...] = ("tasks", "needle", "conflict", "spread", "ffn")
@@ -64,6 +64,7 @@ def _default_steps() -> dict[str, StepConfig]:
         "ffn_activations": StepConfig(),
         "knowledge": StepConfig(settings={"generate": False}),
         "patching": StepConfig(max_items=24),
+        "benchmarks": StepConfig(),  # off until its settings name a suite or tasks (lm-eval is an extra)
     }
 
 
@@ -101,6 +102,20 @@ class StudyConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown step(s) {unknown}; steps are {', '.join(STEP_NAMES)}")
         return {**_default_steps(), **v}
+
+    @field_validator("steps")
+    @classmethod
+    def _benchmark_settings(cls, v: dict[str, StepConfig]) -> dict[str, StepConfig]:
+        from lensft.study import benchmarks
+
+        try:
+            benchmarks.runs(benchmarks.parse(v["benchmarks"].settings))
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ValueError(f"benchmarks settings: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        except LensftError as e:
+            raise ValueError(f"benchmarks settings: {e}") from None
+        return v
 
     @field_validator("prompts")
     @classmethod
