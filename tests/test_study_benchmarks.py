@@ -15,6 +15,7 @@ from test_eval import _write_task_dir
 
 from lensft.cli.app import main
 from lensft.evaluation.convert import metric_rows
+from lensft.probes.scoring import first_line
 from lensft.results import load_result
 from lensft.study import STEP_NAMES, StepConfig, StudyConfig, StudyConfigError, run
 from lensft.study.plan import Available, plan_benchmarks
@@ -194,10 +195,13 @@ def test_organism_tasks_through_lm_eval_equal_short_tasks(tmp_path_factory: pyte
     assert {u.model.key for u in units} == set(ref) and len(units) >= 3
     for u in units:
         ours, theirs = load_result(out / u.file), ref[u.model.key]
-        mine = {}
+        mine, said = {}, {}
         for rec in ours.records:
             score = rec.get("exact_match", rec.get("contains_match", rec.get("acc")))
             mine[rec["id"]] = bool(score)
+            said[rec["id"]] = first_line(rec["response"]) if "response" in rec else rec["pred_index"]
         assert mine == {r["id"]: bool(r["correct"]) for r in theirs.records}, u.model.label
+        # the tiny organism answers few items right, so the answers themselves are compared too
+        assert said == {r["id"]: r["prediction"] if r["mode"] == "generate" else r["pred_index"] for r in theirs.records}
         n = len(mine)
         assert sum(mine.values()) / n == pytest.approx(theirs.summary["accuracy"], abs=1e-12)

@@ -258,6 +258,7 @@ def _export_task_sets(out: Path, units: list[tuple[ReplicateSource, UnitPlan]]) 
         if u.probe != "lm_eval" or u.settings.get("tasks") or src.replicate.seed in done:
             continue
         done.add(src.replicate.seed)
+        (out / "lm_eval_tasks").mkdir(exist_ok=True)
         export_task_dir([cap_per_task(src.prompts[u.role], u.max_items)], out / "lm_eval_tasks" / f"seed-{src.replicate.seed}",
                         force=True)
 
