@@ -205,3 +205,18 @@ def test_organism_tasks_through_lm_eval_equal_short_tasks(tmp_path_factory: pyte
         assert said == {r["id"]: r["prediction"] if r["mode"] == "generate" else r["pred_index"] for r in theirs.records}
         n = len(mine)
         assert sum(mine.values()) / n == pytest.approx(theirs.summary["accuracy"], abs=1e-12)
+
+
+def test_a_record_whose_suite_file_moved_still_loads(llama_triple, tmp_path) -> None:
+    import shutil
+
+    from lensft.evaluation.suite import SHIPPED
+
+    suite = tmp_path / "suite.yaml"
+    shutil.copy(ROOT / "lensft" / "evaluation" / "data" / SHIPPED["paper"], suite)
+    cfg = _cfg(llama_triple, {"suite": str(suite), "benchmarks": ["PIQA"]})
+    outcome = run(cfg, tmp_path / "out", only={"short_tasks"})
+    suite.unlink()
+    assert StudyRecord.load(tmp_path / "out").config == outcome.record.config
+    with pytest.raises(StudyConfigError, match="neither a shipped suite"):
+        StudyConfig.load(tmp_path / "out" / "study.yaml")

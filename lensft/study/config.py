@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lensft.atomic import write_text_atomic
 from lensft.errors import LensftError
@@ -105,11 +105,15 @@ class StudyConfig(BaseModel):
 
     @field_validator("steps")
     @classmethod
-    def _benchmark_settings(cls, v: dict[str, StepConfig]) -> dict[str, StepConfig]:
+    def _benchmark_settings(cls, v: dict[str, StepConfig], info: ValidationInfo) -> dict[str, StepConfig]:
+        """The benchmarks step's settings and its suite; a stored record (context ``stored``) is not
+        held to a suite file that has moved since the study ran."""
         from lensft.study import benchmarks
 
         try:
-            benchmarks.runs(benchmarks.parse(v["benchmarks"].settings))
+            s = benchmarks.parse(v["benchmarks"].settings)
+            if not (info.context or {}).get("stored"):
+                benchmarks.runs(s)
         except ValidationError as e:
             err = e.errors()[0]
             raise ValueError(f"benchmarks settings: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
