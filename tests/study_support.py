@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from lensft.report.pipeline import run_study as run
-from lensft.study import StudyConfig
+from lensft.study import StepConfig, StudyConfig
+
+
+#: the default steps, with the benchmarks step scoring the organism's task sets through lm-eval on the arms
+TINY_STEPS = {"benchmarks": StepConfig(settings={"tasks": ["organism"], "models": ["arms"]})}
 
 
 def tiny_organism_dir(factory: pytest.TempPathFactory) -> Path:
@@ -22,7 +26,8 @@ def tiny_study(factory: pytest.TempPathFactory) -> Path:
     out = factory.getbasetemp() / "tiny-study"
     if (out / "report.html").exists() and (out / "manifest.json").exists():
         return out
-    cfg = StudyConfig(organism="tiny", organism_dir=str(tiny_organism_dir(factory)), mixes=[0.5], png=False)
+    cfg = StudyConfig(organism="tiny", organism_dir=str(tiny_organism_dir(factory)), mixes=[0.5], png=False,
+                      steps=TINY_STEPS)
     outcome = run(cfg, out)
     assert not outcome.failures, outcome.failures
     return out

@@ -33,7 +33,7 @@ from lensft.study.execute import UnitOutcome, UnitTask  # noqa: E402
 from lensft.study.ray_executor import RayExecutor  # noqa: E402
 from lensft.variants import Variant  # noqa: E402
 
-from study_support import tiny_organism_dir, tiny_study  # noqa: E402
+from study_support import TINY_STEPS, tiny_organism_dir, tiny_study  # noqa: E402
 
 TESTS = Path(__file__).parent
 
@@ -105,7 +105,8 @@ def test_study_on_ray_is_byte_identical_to_local(cluster: Cluster, tmp_path_fact
     for u in units:
         if u.key not in on_ray:
             shutil.copy(local / u.file, out / u.file)
-    cfg = StudyConfig(organism="tiny", organism_dir=str(tiny_organism_dir(tmp_path_factory)), mixes=[0.5], png=False)
+    cfg = StudyConfig(organism="tiny", organism_dir=str(tiny_organism_dir(tmp_path_factory)), mixes=[0.5], png=False,
+                      steps=TINY_STEPS)
     outcome = run_study(cfg, out, executor=RayExecutor(cpus_per_unit=torch.get_num_threads(), poll_seconds=0.1))
     assert not outcome.failures, outcome.failures
     ran = {u.key for u in outcome.record.units() if u.status == "run"}

@@ -74,8 +74,9 @@ def test_user_triple_runs_every_step_but_mixes(pico_study) -> None:
     assert record == outcome.record
     steps = {s.name: s for s in record.steps}
     assert list(steps) == list(STEP_NAMES)
+    assert not steps["benchmarks"].units and "no benchmarks configured" in steps["benchmarks"].skipped[0]  # off by default
     for name, s in steps.items():
-        assert s.units, f"step {name} ran nothing: {s.skipped}"
+        assert s.units or name == "benchmarks", f"step {name} ran nothing: {s.skipped}"
         for u in s.units:
             assert (out / u.file).is_file()
             assert not u.model.is_mix
@@ -188,7 +189,8 @@ def test_cli_study_on_user_triple(llama_triple: dict[Variant, Path], tmp_path: P
     text = capsys.readouterr().out
     assert "organism-only" in text and "skipped" in text
     assert (out / "report.html").is_file()
-    assert all(s.status in ("done", "partial") for s in StudyRecord.load(out).steps)
+    assert all(s.status in ("done", "partial") or s.name == "benchmarks" for s in StudyRecord.load(out).steps)
+    assert "no benchmarks configured" in text  # the benchmarks step is off until configured, and says so
     assert main(["study", "--organism", "quick", "--short", "x", "--out", str(tmp_path / "bad")]) == 1
     assert main(["study", "--short", str(llama_triple[Variant.SHORT]), "--long", str(llama_triple[Variant.LONG]),
                  "--steps", "nope", "--out", str(tmp_path / "bad2")]) == 1

@@ -11,6 +11,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from lensft import __version__
+from lensft.report.benchmarks import BenchmarkTable
 from lensft.report.data import StudyData
 from lensft.report.figures import Drawn
 from lensft.report.sections import SECTIONS
@@ -75,6 +76,27 @@ def steps_html(d: StudyData) -> str:
             + "<p>Wall times are in manifest.json.</p>")
 
 
+def _pct(iv, signed: bool = False) -> str:  # noqa: ANN001
+    return "n/a" if iv is None else iv.fmt(100, 1, " pp" if signed else "%", signed=signed)
+
+
+def benchmark_table_html(t: BenchmarkTable) -> str:
+    """One benchmark score: model, score [95%], Δ [95%] against the named model, the paper's percent."""
+    rows = []
+    for r in t.rows:
+        mark = " †" if r.stderr_only else ""
+        paper = "" if r.paper is None else f"{r.paper:.1f}%" + ("" if r.paper_delta is None else f" (Δ {r.paper_delta:+.1f} pp)")
+        delta = "" if r.versus is None else f"{_pct(r.delta, signed=True)} vs {esc(r.versus)}"
+        rows.append(f"<tr><td>{esc(r.model.label)}</td><td>{esc(_pct(r.score))}{mark}</td><td>{delta}</td>"
+                    f"<td>{esc(paper)}</td></tr>")
+    note = f"<p class='figlabel'>{esc(t.difference)}</p>" if t.difference else ""
+    dagger = ("<p class='figlabel'>† lm-eval's value ± 1.96 × its standard error (no per-document values).</p>"
+              if any(r.stderr_only for r in t.rows) else "")
+    return (f"<h3>{esc(t.benchmark)} <code>{esc(t.score)}</code> ({t.n_docs} documents)</h3>"
+            "<table class='benchmark-table'><tr><th>model</th><th>score (95% interval)</th>"
+            "<th>Δ, paired over documents (95% interval)</th><th>paper</th></tr>" + "".join(rows) + "</table>" + note + dagger)
+
+
 def _section(sec, d: StudyData, figures: dict[str, Drawn]) -> str:  # noqa: ANN001
     out = [f"<section id='{sec.id}' class='report-section'><h2>{esc(sec.title)}</h2><p>{esc(sec.intro)}</p>"]
     out += [f"<p class='skip'>Skipped: {esc(r)}</p>" for st in sec.steps for r in d.skipped(st)]
@@ -83,7 +105,9 @@ def _section(sec, d: StudyData, figures: dict[str, Drawn]) -> str:  # noqa: ANN0
         drawn = figures[fs.id]
         out.append(f"<div class='fig' id='fig-{fs.id}'>{figure_div(fs.id, drawn)}<div class='caption'>"
                    f"<span class='figlabel'>[{esc(fs.id)} · paper {esc(fs.paper)}]</span> {esc(drawn.caption)}</div></div>")
-    if not shown:
+    tables = sec.tables(d) if sec.tables is not None else []
+    out += [benchmark_table_html(t) for t in tables]
+    if not shown and not tables:
         out.append("<p class='notmeasured'>No results for this section.</p>")
     return "".join(out) + "</section>"
 

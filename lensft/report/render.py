@@ -15,6 +15,7 @@ from plotly.offline import get_plotlyjs
 
 from lensft.atomic import write_json_atomic, write_text_atomic
 from lensft.locks import locked
+from lensft.report.benchmarks import benchmark_tables
 from lensft.report.claims import claims_table
 from lensft.report.data import StudyData
 from lensft.report.figures import Drawn
@@ -67,6 +68,9 @@ def _write_report(root: Path, png: bool) -> Path:
                           f"<p style='font-family:sans-serif;max-width:1100px'>{esc(drawn.caption)}</p></body></html>")
     write_json_atomic(root / "claims.json", [c.as_dict() for c in claims])
     write_json_atomic(root / "captions.json", {k: v.caption for k, v in figures.items()})
+    tables = benchmark_tables(d)
+    if tables:
+        write_json_atomic(root / "benchmarks.json", [t.as_dict() for t in tables])
     if png and figures:
         _write_pngs(figures, figdir)
     return write_text_atomic(root / "report.html", render_html(d, figures, claims))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from lensft.report import figures as F
+from lensft.report.benchmarks import benchmark_tables
 from lensft.report.data import StudyData
 from lensft.report.figures import Drawn
 
@@ -24,6 +25,7 @@ class Section:
     intro: str
     steps: tuple[str, ...]
     figures: tuple[FigureSpec, ...]
+    tables: Optional[Callable[[StudyData], list[Any]]] = None  # tables shown after the figures
 
 
 SECTIONS: tuple[Section, ...] = (
@@ -53,6 +55,12 @@ SECTIONS: tuple[Section, ...] = (
              FigureSpec("knowledge_mix", "Figure 6", F.knowledge_mix),
              FigureSpec("lens_margin", "new", F.lens_margin),
              FigureSpec("patching", "new", F.patching))),
+    Section("benchmarks", "6. Standard benchmarks (lm-evaluation-harness)",
+            "The paper's benchmarks (or the configured lm-eval tasks) scored by lm-evaluation-harness on every arm and "
+            "every swap of the study, with the paper's Table 1 and Figure 1 numbers beside. Scores are means over "
+            "documents with 95% bootstrap intervals; Δ is the paired per-document difference against the model named "
+            "(a graft's host; the short arm for the long arm and the mixes). The paper evaluated with OpenCompass, so "
+            "its numbers are a reference, not a target.", ("benchmarks",), (), tables=benchmark_tables),
 )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from lensft.atomic import write_text_atomic
 from lensft.errors import LensftError
@@ -23,7 +23,7 @@ from lensft.errors import LensftError
 #: Step names in the order they run (and the report's order).
 STEP_NAMES: tuple[str, ...] = (
     "short_tasks", "module_grid", "layer_sweep", "attention_spread", "retrieval", "ffn_activations",
-    "knowledge", "patching",
+    "knowledge", "patching", "benchmarks",
 )
 #: Prompt-set roles a study fills (from the organism, the built-in sets or ``prompts``).
 PROMPT_ROLES: tuple[str, ...] = ("tasks", "needle", "conflict", "spread", "ffn")
@@ -64,6 +64,7 @@ def _default_steps() -> dict[str, StepConfig]:
         "ffn_activations": StepConfig(),
         "knowledge": StepConfig(settings={"generate": False}),
         "patching": StepConfig(max_items=24),
+        "benchmarks": StepConfig(),  # off until its settings name a suite or tasks (lm-eval is an extra)
     }
 
 
@@ -101,6 +102,24 @@ class StudyConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown step(s) {unknown}; steps are {', '.join(STEP_NAMES)}")
         return {**_default_steps(), **v}
+
+    @field_validator("steps")
+    @classmethod
+    def _benchmark_settings(cls, v: dict[str, StepConfig], info: ValidationInfo) -> dict[str, StepConfig]:
+        """The benchmarks step's settings and its suite; a stored record (context ``stored``) is not
+        held to a suite file that has moved since the study ran."""
+        from lensft.study import benchmarks
+
+        try:
+            s = benchmarks.parse(v["benchmarks"].settings)
+            if not (info.context or {}).get("stored"):
+                benchmarks.runs(s)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise ValueError(f"benchmarks settings: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        except LensftError as e:
+            raise ValueError(f"benchmarks settings: {e}") from None
+        return v
 
     @field_validator("prompts")
     @classmethod

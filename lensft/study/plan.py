@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from lensft.graft.spec import GraftSpec
+from lensft.study import benchmarks as B
 from lensft.study.config import StudyConfig
 from lensft.study.record import ModelRef, Replicate
 from lensft.variants import Role, Variant
@@ -32,6 +33,7 @@ class UnitPlan:
     settings: dict[str, Any] = field(default_factory=dict)
     max_items: Optional[int] = None
     donor: Optional[ModelRef] = None
+    identity: dict[str, Any] = field(default_factory=dict)  # more of what determines the result (cache key)
 
 
 @dataclass
@@ -144,6 +146,42 @@ def plan_patching(av: Available, cfg: dict[str, Any], max_items: Optional[int], 
     return p
 
 
+def benchmark_models(av: Available, groups: list[str], band: int) -> list[ModelRef]:
+    """The models the benchmarks step scores: the arms, the module grid's swaps, the layer sweep's."""
+    out = arm_models(av) if "arms" in groups else []
+    out += grid_models()[2:] if "grid" in groups else []
+    out += [swap(host, donor, block, b) for host, donor in ((Variant.SHORT, Variant.LONG), (Variant.LONG, Variant.SHORT))
+            for block in BLOCKS for b in bands(av.n_layers, band)] if "sweep" in groups else []
+    return list({m.key: m for m in out}.values())
+
+
+def plan_benchmarks(av: Available, cfg: dict[str, Any], max_items: Optional[int], study: StudyConfig) -> StepPlan:
+    """lm-evaluation-harness runs (a suite's benchmarks, lm-eval tasks, the organism's task sets) on
+    every arm and swap; off (not measured, with the reason) until the settings name something."""
+    p = StepPlan(B.STEP, "Standard benchmarks through lm-evaluation-harness (Table 1, Figure 1)")
+    s = B.parse(cfg)
+    if not s.asks:
+        p.skipped.append(f"{B.STEP}: not measured: no benchmarks configured (set steps.benchmarks.settings.suite, "
+                         "e.g. paper, or tasks)")
+        return p
+    missing = B.lm_eval_missing()
+    if missing:
+        p.skipped.append(missing)
+        return p
+    runs, p.skipped = B.runs(s)
+    models = benchmark_models(av, s.models, study.band)
+    for run in runs:
+        if run.organism and not av.is_organism:
+            p.skipped.append(f"{B.STEP}: organism tasks not measured: a user triple has no organism task sets "
+                             "(score your own with tasks and include_path)")
+            continue
+        ident = {"inputs": B.input_identity(run)}
+        p.units += [UnitPlan(p.name, av.replicate, m, "lm_eval", "tasks", run.settings,
+                             max_items if run.organism else None, identity=ident) for m in models]
+    p.skipped += _mix_note(av, "benchmarks") if "arms" in s.models else []
+    return p
+
+
 PLANNERS: dict[str, Callable[..., StepPlan]] = {
     "short_tasks": plan_short_tasks,
     "module_grid": plan_module_grid,
@@ -156,4 +194,5 @@ PLANNERS: dict[str, Callable[..., StepPlan]] = {
                                  "ffn_activations", "ffn", "FFN activations"),
     "knowledge": plan_knowledge,
     "patching": plan_patching,
+    "benchmarks": plan_benchmarks,
 }

@@ -258,7 +258,7 @@ class StudyRecord(BaseModel):
             raise StudyRecordError(f"{out} was written by lensft {by} (record schema {found}); this lensft "
                                    f"{__version__} reads schema {RECORD_SCHEMA}: rerun the study into a new directory")
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(data, context={"stored": True})
         except ValidationError as e:
             err = e.errors()[0]
             raise StudyRecordError(f"{p}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None

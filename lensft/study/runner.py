@@ -116,11 +116,12 @@ def prepare(u: UnitPlan, src: ReplicateSource) -> tuple[str, PromptSet]:
     settings = get_probe(u.probe).Settings(**u.settings)
     ps = cap_per_task(src.prompts[u.role], u.max_items)
     models = [m for m in (u.model, u.donor) if m is not None]
-    key = sha256_json({
+    ident = {
         "schema": RESULT_SCHEMA_VERSION, "probe": u.probe, "settings": settings.model_dump(mode="json"),
         "models": [m.key for m in models], "checkpoints": [[fingerprint(p) for p in src.paths_of(m)] for m in models],
         "prompts": content_hash(ps), "load": src.load.model_dump(mode="json", exclude={"tokens_per_batch", "check_memory"}),
-    })
+    }
+    key = sha256_json({**ident, "identity": u.identity} if u.identity else ident)
     return key[:24], ps
 
 
@@ -217,6 +218,7 @@ def _run(config: StudyConfig, out: Path, console: Any, only: Optional[set[str]],
     checkpoints = _checkpoint_records(out, sources)
     plans = [(s, p) for s in sources for p in plan_steps(config, s, only)]
     units = [(s, u) for name in STEP_NAMES for s, p in plans if p.name == name for u in p.units]
+    _export_task_sets(out, units)
     records, tasks = triage(units, out)
     unique = list({t.key: t for t in reversed(tasks)}.values())[::-1]  # a unit planned twice runs once
     ran = _run_tasks(unique, {s.replicate: s for s in sources}, out, executor or LocalExecutor(), console, len(units))
@@ -242,6 +244,23 @@ def _run(config: StudyConfig, out: Path, console: Any, only: Optional[set[str]],
     for s in sources:
         s.triple.release()
     return StudyOutcome(out, record)
+
+
+def _export_task_sets(out: Path, units: list[tuple[ReplicateSource, UnitPlan]]) -> None:
+    """Write the task prompt set that ``lm_eval`` units score (the organism's task sets, asked for
+    with ``organism`` in the benchmarks step) as an lm-eval task directory,
+    ``lm_eval_tasks/seed-<seed>/``: the same export the probe scores, for ``lensft eval`` on other
+    models (``--include-path`` that directory, ``--tasks`` its group)."""
+    from lensft.evaluation.export import export_task_dir
+
+    done: set[int] = set()
+    for src, u in units:
+        if u.probe != "lm_eval" or u.settings.get("tasks") or src.replicate.seed in done:
+            continue
+        done.add(src.replicate.seed)
+        (out / "lm_eval_tasks").mkdir(exist_ok=True)
+        export_task_dir([cap_per_task(src.prompts[u.role], u.max_items)], out / "lm_eval_tasks" / f"seed-{src.replicate.seed}",
+                        force=True)
 
 
 def _run_tasks(tasks: list[UnitTask], sources: dict, out: Path, executor: Executor, console: Any,
