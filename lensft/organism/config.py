@@ -158,7 +158,9 @@ class OrganismConfig(_Frozen):
 # -- presets -----------------------------------------------------------------------------------
 def reading_base() -> BaseConfig:
     """The base every full-size preset shares, and the one shipped with lensft (seed 0)."""
-    return BaseConfig(pretrain=TrainConfig(tokens=10_000_000, seq_len=1024, batch_tokens=4096, lr=1e-3))
+    corpus = CorpusConfig(shares={"bio": 0.18, "fact_qa": 0.06, "short_tasks": 0.15, "long_tasks": 0.18, "sums": 0.03,
+                                  "copy": 0.4})
+    return BaseConfig(corpus=corpus, pretrain=TrainConfig(tokens=30_000_000, seq_len=1024, batch_tokens=4096, lr=1e-3))
 
 
 def _preset_tiny() -> OrganismConfig:
