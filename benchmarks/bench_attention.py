@@ -14,6 +14,9 @@ timed forward pass on random token ids (batch 1, ``torch.no_grad``, 2 threads):
 - ``tl_cache``: transformer-lens TransformerBridge ``run_with_cache`` keeping only
   ``hook_pattern``, entropy from the cached patterns.
 
+The ``entropy`` column (mean over layers, heads and queries, nats) is a cross-check: the lensft
+methods and ``hf_eager`` / ``tl_cache`` measure the same quantity on the same inputs.
+
 Every worker runs under an address-space limit (``RLIMIT_AS``, default 16 GiB) so running out of
 memory raises inside the worker instead of waking the OOM killer, and under a wall-time cap
 (default 240 s). A method stops at its first failed or capped length. Reports wall time of the
@@ -25,6 +28,7 @@ Usage (heavy; run under the lock)::
 
     python benchmarks/bench_attention.py [--lengths 512 1024 ...]
         [--methods sdpa lensft ...] [--time-cap 240] [--mem-cap-gib 16] [--budget 900]
+        [--device cuda --dtype bfloat16]   # on a GPU: peak is GPU memory allocated, no address-space cap
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ def build_model(path: Path, *, hidden: int, layers: int, heads: int, kv: int, in
 
 
 # ------------------------------------------------------------------------------------------- worker
-def worker(method: str, length: int, model_dir: str, chunk_q: int, chunk_k: int, repeats: int = 1) -> dict:
+def worker(method: str, length: int, model_dir: str, chunk_q: int, chunk_k: int, repeats: int = 1,
+           device: str = "cpu", dtype: str = "float32") -> dict:
     import torch
 
     torch.set_num_threads(2)
@@ -69,11 +74,14 @@ def worker(method: str, length: int, model_dir: str, chunk_q: int, chunk_k: int,
     import transformers
 
     transformers.logging.set_verbosity_error()
+    from lensft.devices import LoadOptions
     from lensft.handle import load_model
+
+    cuda = device != "cpu"
 
     vocab = transformers.AutoConfig.from_pretrained(model_dir).vocab_size
     g = torch.Generator().manual_seed(length)
-    ids = torch.randint(4, vocab, (1, length), generator=g)
+    ids = torch.randint(4, vocab, (1, length), generator=g).to(device if cuda else "cpu")
     warm = ids[:, :64]
 
     if method == "tl_cache":
@@ -83,7 +91,7 @@ def worker(method: str, length: int, model_dir: str, chunk_q: int, chunk_k: int,
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            bridge = TransformerBridge.boot_transformers(model_dir, device="cpu")
+            bridge = TransformerBridge.boot_transformers(model_dir, device=device)
         n_layers = bridge.cfg.n_layers
 
         def run(x: torch.Tensor) -> float:
@@ -91,7 +99,8 @@ def worker(method: str, length: int, model_dir: str, chunk_q: int, chunk_k: int,
             ent = [torch.special.entr(cache[f"blocks.{i}.attn.hook_pattern"]).sum(-1).mean() for i in range(n_layers)]
             return float(torch.stack(ent).mean())
     else:
-        handle = load_model(model_dir, attn_implementation="eager" if method == "hf_eager" else "sdpa")
+        handle = load_model(model_dir, LoadOptions(device=device, dtype=dtype),
+                            attn_implementation="eager" if method == "hf_eager" else "sdpa")
         model = handle.model
 
         if method == "sdpa":
@@ -118,23 +127,33 @@ def worker(method: str, length: int, model_dir: str, chunk_q: int, chunk_k: int,
     with torch.no_grad():
         run(warm)
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             ent = run(ids)
+            if cuda:
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         dt = min(times)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"method": method, "length": length, "ok": True, "seconds": dt, "peak_rss_gib": peak / 2**20,
-            "rss_before_gib": rss_before / 2**20, "mean_entropy": ent}
+    out = {"method": method, "length": length, "ok": True, "seconds": dt, "peak_rss_gib": peak / 2**20,
+           "rss_before_gib": rss_before / 2**20, "mean_entropy": ent}
+    if cuda:  # weights included
+        out["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
 
 
 def run_one(method: str, length: int, model_dir: Path, *, time_cap: float, mem_cap: int, chunk_q: int,
-            chunk_k: int, repeats: int = 1) -> dict:
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (mem_cap, mem_cap))
+            chunk_k: int, repeats: int = 1, device: str = "cpu", dtype: str = "float32") -> dict:
+    def limit() -> None:  # CUDA maps far more virtual memory than it uses: no address-space cap there
+        if device == "cpu":
+            resource.setrlimit(resource.RLIMIT_AS, (mem_cap, mem_cap))
 
-    cmd = [sys.executable, __file__, "--worker", method, str(length), str(model_dir), str(chunk_q), str(chunk_k), str(repeats)]
+    cmd = [sys.executable, __file__, "--worker", method, str(length), str(model_dir), str(chunk_q), str(chunk_k),
+           str(repeats), device, dtype]
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=time_cap * repeats + 60, preexec_fn=limit)
@@ -159,7 +178,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         method, length, model_dir = sys.argv[2], int(sys.argv[3]), sys.argv[4]
         cq, ck, reps = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
-        print(json.dumps(worker(method, length, model_dir, cq, ck, reps)), flush=True)
+        device, dtype = (sys.argv[8], sys.argv[9]) if len(sys.argv) > 9 else ("cpu", "float32")
+        print(json.dumps(worker(method, length, model_dir, cq, ck, reps, device, dtype)), flush=True)
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=LENGTHS)
@@ -176,8 +196,16 @@ def main() -> None:
     ap.add_argument("--kv-heads", type=int, default=4)
     ap.add_argument("--inter", type=int, default=1408)
     ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (the model and inputs go there)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
+    if args.device != "cpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"bench_attention.py: --device {args.device} but torch sees no GPU", file=sys.stderr)
+            sys.exit(2)
 
     t_start = time.perf_counter()
     rows: list[dict] = []
@@ -194,7 +222,8 @@ def main() -> None:
                     dead.add(method)
                     continue
                 r = run_one(method, length, model_dir, time_cap=args.time_cap, mem_cap=int(args.mem_cap_gib * 2**30),
-                            chunk_q=args.chunk_q, chunk_k=args.chunk_k, repeats=args.repeats)
+                            chunk_q=args.chunk_q, chunk_k=args.chunk_k, repeats=args.repeats, device=args.device,
+                            dtype=args.dtype)
                 rows.append(r)
                 print(json.dumps(r), flush=True)
                 if not r["ok"]:
@@ -207,14 +236,17 @@ def main() -> None:
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     base = {r["length"]: r["seconds"] for r in rows if r["method"] == "sdpa" and r["ok"]}
+    where = args.device if args.device == "cpu" else f"{args.device} (peak = GPU memory allocated)"
     print(f"\nLlama d{args.hidden} x{args.layers} layers, {args.heads} heads / {args.kv_heads} kv, vocab {args.vocab}; "
-          f"fp32, batch 1, 2 threads; cap {args.time_cap:.0f} s and {args.mem_cap_gib:.0f} GiB per run; "
+          f"{args.dtype} on {where}, batch 1, 2 threads; cap {args.time_cap:.0f} s and {args.mem_cap_gib:.0f} GiB per run; "
           f"lensft chunks {args.chunk_q}x{args.chunk_k}; best of {args.repeats} timed pass(es)")
-    print(f"{'method':<12} {'length':>6} {'time s':>8} {'x sdpa':>7} {'peak RSS GiB':>12}  note")
+    print(f"{'method':<12} {'length':>6} {'time s':>8} {'x sdpa':>7} {'peak GiB':>12} {'entropy':>9}  note")
     for r in sorted(rows, key=lambda r: (METHODS.index(r["method"]), r["length"])):
         if r["ok"]:
             ratio = r["seconds"] / base[r["length"]] if r["length"] in base else float("nan")
-            print(f"{r['method']:<12} {r['length']:>6} {r['seconds']:>8.2f} {ratio:>7.2f} {r['peak_rss_gib']:>12.2f}")
+            peak = r.get("peak_gpu_gib", r["peak_rss_gib"])
+            print(f"{r['method']:<12} {r['length']:>6} {r['seconds']:>8.3f} {ratio:>7.2f} {peak:>12.2f} "
+                  f"{r.get('mean_entropy', float('nan')):>9.4f}")
         else:
             print(f"{r['method']:<12} {r['length']:>6} {'-':>8} {'-':>7} {'-':>12}  FAIL: {r.get('error', '')}")
     print("\nlongest length completed:")

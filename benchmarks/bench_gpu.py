@@ -45,8 +45,9 @@ def fail(msg: str) -> None:
     sys.exit(2)
 
 
-def build_synthetic(root: Path, shape: str) -> dict[str, Path]:
-    """Random bf16 Llama checkpoints (three seeds) with lensft's small BPE tokenizer."""
+def build_synthetic(root: Path, shape: str, device: str = "cpu") -> dict[str, Path]:
+    """Random bf16 Llama checkpoints (short and long: two seeds; no base, which no model here uses)
+    with lensft's small BPE tokenizer."""
     import torch
     import transformers
 
@@ -59,11 +60,12 @@ def build_synthetic(root: Path, shape: str) -> dict[str, Path]:
                                    max_position_embeddings=32768, rope_theta=500000.0, tie_word_embeddings=False,
                                    bos_token_id=0, eos_token_id=3, pad_token_id=0)
     out = {}
-    for seed, v in enumerate(("base", "short", "long")):
+    for seed, v in ((1, "short"), (2, "long")):
         path = root / v
         if not (path / "config.json").is_file():
             torch.manual_seed(seed)
-            model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+            with torch.device(device if device.startswith("cuda") else "cpu"):  # random init on the GPU is fast
+                model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
             model.save_pretrained(path, max_shard_size="5GB")
             tok.save_pretrained(path)
             del model
@@ -132,6 +134,8 @@ def run(args: argparse.Namespace, paths: dict[str, Path]) -> list[dict]:
     probes = [p for p in list_probes() if not args.probes or p in args.probes]
     rows = []
     for label, spec in MODELS.items():
+        if args.models and label not in args.models:
+            continue
         dt, peak = measure(lambda: rows.append({"handle": graft_model(triple, GraftSpec.build(**spec), opts)}), args.device)
         handle = rows.pop()["handle"]
         print(json.dumps({"model": label, "step": "build", "seconds": round(dt, 3), "peak_gib": round(peak, 3)}), flush=True)
@@ -165,6 +169,8 @@ def main() -> None:
     ap.add_argument("--long", type=Path)
     ap.add_argument("--workdir", type=Path, default=None, help="where synthetic checkpoints go (default: a temp dir)")
     ap.add_argument("--probes", nargs="*", default=None, help="only these probes (default: every registered one)")
+    ap.add_argument("--models", nargs="*", default=None, choices=sorted(MODELS),
+                    help="only these models of the module grid (default: all four)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--spread-tokens", type=int, default=4096)
     ap.add_argument("--spread-prompts", type=int, default=8)
@@ -181,7 +187,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lensft-bench-gpu-", dir=args.workdir) as tmp:
         if args.synthetic:
             t = time.perf_counter()
-            paths = build_synthetic(Path(tmp), args.synthetic)
+            paths = build_synthetic(Path(tmp), args.synthetic, args.device)
             print(f"built synthetic {args.synthetic} triple in {time.perf_counter() - t:.0f} s", flush=True)
         else:
             paths = {k: getattr(args, k) for k in ("base", "short", "long") if getattr(args, k) is not None}
