@@ -110,7 +110,7 @@ def worker(method: str, length: int, model_dir: str, chunk_q: int, chunk_k: int,
         elif method == "hf_eager":
             def run(x: torch.Tensor) -> float:
                 out = model(input_ids=x, use_cache=False, logits_to_keep=1, output_attentions=True)
-                return float(torch.stack([torch.special.entr(a).sum(-1).mean() for a in out.attentions]).mean())
+                return float(torch.stack([torch.special.entr(a.float()).sum(-1).mean() for a in out.attentions]).mean())
         else:
             from lensft.probes.attention_kernel import collect_attention
 
