@@ -67,6 +67,13 @@ if [ -z "${GPU_CHECK_SKIP_INSTALL:-}" ]; then
         "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
 fi
 export PYTHONPATH=$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}
+# transformers 5.24 from the wheels checks its dependencies' versions on import (huggingface_hub,
+# tokenizers, safetensors); if the machine's are too old, fall back to the preinstalled transformers.
+if [ -d "$SITE/transformers" ] && ! "$PY" -c "import transformers" >> "$OUT/install.log" 2>&1; then
+    echo "transformers from the wheels does not import here (see install.log); using the preinstalled one" \
+        | tee -a "$OUT/summary.txt"
+    rm -rf "$SITE/transformers" "$SITE"/transformers-*.dist-info
+fi
 
 # ---- 2. environment
 {
@@ -82,8 +89,9 @@ print("cuda available:", torch.cuda.is_available(), "| devices:",
 if torch.cuda.is_available():
     free, total = torch.cuda.mem_get_info(0)
     print(f"cuda:0 free {free / 1e9:.1f} GB of {total / 1e9:.1f} GB; bf16 supported: {torch.cuda.is_bf16_supported()}")
-for m in ("lensft", "pydantic", "plotly", "beartype", "jaxtyping", "nnsight", "rouge_score", "nltk", "accelerate",
-          "transformer_lens", "lm_eval", "ray", "gguf"):
+for m in ("lensft", "pydantic", "plotly", "beartype", "jaxtyping", "huggingface_hub", "tokenizers", "safetensors",
+          "accelerate", "nnsight", "rouge_score.rouge_scorer", "nltk", "absl", "six", "cloudpickle", "httpx",
+          "lensft.cli.app", "transformer_lens", "lm_eval", "ray", "gguf"):
     try:
         mod = importlib.import_module(m)
         print(f"  {m:16s} {getattr(mod, '__version__', '?')}")
