@@ -115,7 +115,7 @@ then
     PYTEST_OPTS=(-o "addopts=-ra --strict-markers")
 fi
 # transformer_lens is not installed on the device machine: its comparison tests are deselected.
-step pytest 140 "$OUT/pytest.log" \
+step pytest 100 "$OUT/pytest.log" \
     "$PY" -m pytest -q -p no:cacheprovider "${PYTEST_OPTS[@]}" -rfEs --maxfail=25 --durations=15 \
     --junitxml="$OUT/pytest.xml" -W ignore::FutureWarning -k "not transformer_lens" \
     tests/test_gpu.py tests/test_devices.py tests/test_attention_probes.py
@@ -128,7 +128,7 @@ else
     GPU_BENCH=(--synthetic 1b --probes attention_spread ffn_activations short_tasks retrieval_heads
                --spread-tokens 4096 --spread-prompts 4)
 fi
-step bench_gpu 140 "$OUT/bench_gpu.log" \
+step bench_gpu 75 "$OUT/bench_gpu.log" \
     "$PY" benchmarks/bench_gpu.py --device "$DEVICE" --dtype bfloat16 "${GPU_BENCH[@]}" \
     --models short short+long.mha --batch-size 8 --json "$OUT/bench_gpu.json"
 
@@ -136,11 +136,11 @@ step bench_gpu 140 "$OUT/bench_gpu.log" \
 if [ "$DEVICE" = cpu ]; then
     ATTN_SHAPE=(--hidden 64 --layers 2 --heads 4 --kv-heads 2 --inter 128 --vocab 512 --lengths 256 512 --repeats 1)
 else  # Llama-3.2-1B layer shapes, 4 layers
-    ATTN_SHAPE=(--hidden 2048 --layers 4 --heads 32 --kv-heads 8 --inter 8192 --vocab 32000 --lengths 4096 16384 --repeats 3)
+    ATTN_SHAPE=(--hidden 2048 --layers 4 --heads 32 --kv-heads 8 --inter 8192 --vocab 32000 --lengths 4096 16384 --repeats 2)
 fi
-step bench_attention 120 "$OUT/bench_attention.log" \
+step bench_attention 60 "$OUT/bench_attention.log" \
     "$PY" benchmarks/bench_attention.py --device "$DEVICE" --dtype bfloat16 "${ATTN_SHAPE[@]}" \
-    --methods sdpa lensft lensft+sdpa hf_eager --time-cap 60 --budget 80 --json "$OUT/bench_attention.json"
+    --methods sdpa lensft lensft+sdpa hf_eager --time-cap 25 --budget 50 --json "$OUT/bench_attention.json"
 
 echo "total $(( $(date +%s) - T_START ))s; failed steps: $FAILED" | tee -a "$OUT/summary.txt"
 exit "$FAILED"
