@@ -1,4 +1,4 @@
-"""The paper's claims (paper.md §7), each restated as testable quantities and measured here.
+"""The paper's claims (Zheng et al. 2025, arXiv 2509.18762), each restated as testable quantities and measured here.
 
 Every quantity is computed from result files with a paired bootstrap interval
 (:mod:`lensft.report.stats`); every verdict is holds / contradicted / inconclusive / not measured
@@ -81,7 +81,7 @@ CLAIMS: list[Callable[[StudyData], Claim]] = [
 
 
 def claims_table(d: StudyData) -> list[Claim]:
-    """Every claim of paper.md §7, measured on ``d``; a claim that cannot be computed says why."""
+    """Every claim of the paper, measured on ``d``; a claim that cannot be computed says why."""
     out = []
     for k, f in enumerate(CLAIMS, start=1):
         try:

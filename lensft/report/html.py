@@ -46,7 +46,7 @@ def claims_html(claims: list[Claim]) -> str:
         why = f"not measured: {c.check}" if c.check else c.note
         rows.append(f"<tr><td>{c.id}</td><td>{esc(c.claim)}</td><td>{esc(c.quantity)}</td><td>{esc(c.paper)}</td>"
                     f"<td>{esc(c.measured)}</td><td class='{cls}'>{c.verdict}</td><td>{esc(why)}</td></tr>")
-    return ("<table id='claims-table'><tr><th>#</th><th>claim (paper §7)</th><th>quantity</th><th>paper</th>"
+    return ("<table id='claims-table'><tr><th>#</th><th>claim (paper)</th><th>quantity</th><th>paper</th>"
             "<th>measured here (95% interval)</th><th>verdict</th><th>note</th></tr>" + "".join(rows) + "</table>")
 
 
