@@ -170,7 +170,7 @@ def _print_claims(results_dir: Path) -> None:
     p = Path(results_dir) / "claims.json"
     if not p.exists():
         return
-    t = Table(title="claims (paper §7), 95% intervals", title_justify="left")
+    t = Table(title="the paper's claims, 95% intervals", title_justify="left")
     for c in ("#", "claim", "paper", "measured here", "verdict"):
         t.add_column(c, overflow="fold")
     for c in json.loads(p.read_text()):
