@@ -47,6 +47,25 @@ def _print_scores(scores: dict) -> None:
               f"{fmt(c.get('ctx_follow_rate')):>11}{fmt(c.get('mem_follow_rate')):>11}{fmt(c.get('yn_accuracy')):>11}")
 
 
+def _print_targets(b, scores: dict) -> dict:
+    """Issue 12's capability targets: the base's, and each arm's own-form sanity target."""
+    from lensft.organism.targets import BASE_TARGETS, arm_target
+
+    rows = [("base", t, *t.check(scores["base"])) for t in BASE_TARGETS]
+    for ref in b.arms:
+        if ref.label in scores:
+            t = arm_target(ref.long_fraction)
+            rows.append((ref.label, t, *t.check(scores[ref.label])))
+    print("\ncapability targets (measured on held-out sets)")
+    out = []
+    for who, t, value, met in rows:
+        shown = "-" if value is None else f"{value:.3f}"
+        verdict = "not measured" if met is None else ("met" if met else "NOT met")
+        print(f"  {who:<12} {t.name:<72} >= {t.bound:<5g} {shown:>7}  {verdict}")
+        out.append({"checkpoint": who, "target": t.name, "bound": t.bound, "value": value, "met": met})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("preset", nargs="?", default="quick")
@@ -78,6 +97,7 @@ def main() -> None:
         scores = evaluate_build(b, max_items=args.max_items)
         print(f"evaluated {len(scores)} checkpoints in {time.perf_counter() - t0:.1f} s")
         _print_scores(scores)
+        report["targets"] = _print_targets(b, scores)
         report["scores"] = {k: v.model_dump(mode="json") for k, v in scores.items()}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
