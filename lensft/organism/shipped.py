@@ -32,7 +32,7 @@ def shipped_meta() -> dict | None:
 def ships(cfg: BaseConfig) -> bool:
     """Whether the package holds a trained base for ``cfg``."""
     meta = shipped_meta()
-    return meta is not None and meta.get("base_key") == cfg.key()
+    return meta is not None and meta.get("base", {}).get("base_key") == cfg.key()
 
 
 def install(dst: Path) -> Path:
