@@ -48,9 +48,11 @@ def _filler_text(n_tokens: int) -> str:
 
 
 def test_attention_spread_at_the_full_8k_context_in_linear_memory(smollm2) -> None:
-    """Peak memory of the probe at 2,048 and at 8,192 tokens (in that order, so memory the
-    allocator keeps from the first run can only lower the second reading): 4x the length must
-    cost about 4x the memory (16x if anything grew with n^2)."""
+    """Peak memory of the probe at 8,192 tokens: besides the logits the forward returns for every
+    position (n x vocab floats), less than a quarter of ONE layer's n x n attention patterns (eager
+    attention would hold a whole layer's; output_attentions all 30). A ratio against a shorter run
+    is not used: in a long-lived process the allocator keeps freed pages resident, so the shorter
+    run's growth can read as 0 (it did in the full suite)."""
     h = load_model(smollm2)
     n = int(h.config.max_position_embeddings)
     assert n == 8192
@@ -62,8 +64,8 @@ def test_attention_spread_at_the_full_8k_context_in_linear_memory(smollm2) -> No
         growth[length] = mem["growth"]
         assert res.records[0]["n_tokens"] == length and res.records[0]["truncated"]
     one_layer_patterns = h.n_heads * n * n * 4
-    assert growth[n] < 6 * growth[n // 4], {k: v / 2**20 for k, v in growth.items()}
-    assert growth[n] < 1.2 * one_layer_patterns  # most of it is the logits of every position (n x 49,152 floats)
+    logits = n * int(h.config.vocab_size) * 4
+    assert growth[n] - logits < one_layer_patterns / 4, {k: v / 2**20 for k, v in growth.items()}
     ent, norm = res.array("entropy")[0], res.array("norm_entropy")[0]  # phase "all": [layer, head]
     assert ent.shape == (h.n_layers, h.n_heads) and np.isfinite(ent).all()
     assert (ent > 0).all() and (ent < math.log(n)).all() and ((norm > 0) & (norm < 1)).all()

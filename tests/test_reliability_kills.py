@@ -69,8 +69,8 @@ def test_killed_swap_leaves_nothing_and_reruns_clean(forkserver: ForkServer, lla
     inputs = tree_hash(t["short"].parent)
 
     def argv(out: Path, *extra: str) -> list[str]:
-        return ["swap", "--short", str(t["short"]), "--long", str(t["long"]), "--mha", "long", "--ffn", "short",
-                "--alpha", "0.5", "--layers", "0:1", "--out", str(out), *extra]
+        return ["swap", "--short", str(t["short"]), "--long", str(t["long"]), "--mha", "long", "--ffn", "long",
+                "--host", "short", "--alpha", "0.5", "--out", str(out), *extra]
 
     ref = tmp_path / "ref"
     n_points = _hits(forkserver, argv(ref), tmp_path / "hits.json")
@@ -84,7 +84,10 @@ def test_killed_swap_leaves_nothing_and_reruns_clean(forkserver: ForkServer, lla
         r = forkserver.run(argv(out), env=_kill_at(k) if k else None, kill_after=delay)
         if r.killed:
             kills += 1
-            assert not out.exists(), f"kill point {k or delay}: something was left at --out"
+            if out.exists():  # a timed kill can land after the install: then the graft is complete
+                assert k is None, f"kill point {k}: something was left at --out"
+                _same_graft(out, ref)
+                shutil.rmtree(out)
         else:
             assert r.code == 0, r.stderr
             _same_graft(out, ref)
@@ -94,7 +97,7 @@ def test_killed_swap_leaves_nothing_and_reruns_clean(forkserver: ForkServer, lla
         _same_graft(out, ref)
         assert _leftovers(tmp_path, "g") == [], f"kill point {k or delay}"
         shutil.rmtree(out)
-    assert kills >= n_points
+    assert kills >= 20  # issue 14: at least 20 kill points (a point past the last one a run reaches does not kill)
     assert tree_hash(t["short"].parent) == inputs
 
 
