@@ -62,7 +62,7 @@ def _default_steps() -> dict[str, StepConfig]:
         "attention_spread": StepConfig(max_items=24, settings={"max_length": 1024}),
         "retrieval": StepConfig(max_items=24),
         "ffn_activations": StepConfig(),
-        "knowledge": StepConfig(settings={"generate": False}),
+        "knowledge": StepConfig(settings={"generate": False, "known_rule": "rank"}),  # no decoding: own memory by rank
         "patching": StepConfig(max_items=24),
         "benchmarks": StepConfig(),  # off until its settings name a suite or tasks (lm-eval is an extra)
     }
