@@ -14,13 +14,8 @@ from torch.testing import assert_close
 from lensft.handle import load_model
 from lensft.probes.attention_kernel import AttentionCollector, collect_attention
 from lensft.probes.attention_spread import AttentionSpreadSettings
-from lensft.probes.attention_stats import (
-    AttentionStats,
-    dense_attention_stats,
-    phase_masks,
-    streaming_attention_stats,
-    visibility_mask,
-)
+from lensft.probes.attention_reference import dense_attention_stats, visibility_mask
+from lensft.probes.attention_stats import AttentionStats, phase_masks, streaming_attention_stats
 from lensft.probes.registry import get_probe
 from lensft.prompts.io import make_prompt_set
 from lensft.prompts.schema import Span, TaskItem, TextItem

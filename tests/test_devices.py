@@ -20,7 +20,8 @@ from lensft.devices.placement import auto_budgets, device_of, model_units, plan_
 from lensft.errors import InsufficientMemory, LensftError
 from lensft.graft import GraftSpec, graft_model, variant_model
 from lensft.handle import load_model
-from lensft.probes.attention_stats import dense_attention_stats, streaming_attention_stats, visibility_mask
+from lensft.probes.attention_reference import dense_attention_stats, visibility_mask
+from lensft.probes.attention_stats import streaming_attention_stats
 from lensft.variants import Variant
 
 NO_GPU = not torch.cuda.is_available()

@@ -39,7 +39,8 @@ from lensft.devices import LoadOptions, available_memory, resolve_placement
 from lensft.errors import InsufficientMemory
 from lensft.graft import GraftSpec, graft_model, variant_model
 from lensft.handle import ModelHandle, load_model
-from lensft.probes.attention_stats import dense_attention_stats, streaming_attention_stats, visibility_mask
+from lensft.probes.attention_reference import dense_attention_stats, visibility_mask
+from lensft.probes.attention_stats import streaming_attention_stats
 from lensft.probes.registry import get_probe
 from lensft.prompts.io import make_prompt_set
 from lensft.prompts.schema import NeedleItem, Span, TaskItem, TextItem

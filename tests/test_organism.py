@@ -304,3 +304,21 @@ def test_interrupted_training_resumes_bit_identically(tokenizer, world, tmp_path
     assert [h["tokens"] for h in h1] == [h["tokens"] for h in h2]
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_capability_targets_read_the_scores_they_name() -> None:
+    from lensft.organism.evaluate import Scores
+    from lensft.organism.targets import BASE_TARGETS, arm_target
+
+    s = Scores(label="base", accuracy={"fact_recall": 0.95, "reading": 0.5, "reading_long": 0.7},
+               needle_copy_by_length={128: 0.1, 1000: 0.8}, n_retrieval_heads=0)
+    got = {t.name.split(" (")[0]: t.check(s) for t in BASE_TARGETS}
+    assert got["closed-book recall, held-out subjects"] == (0.95, True)
+    assert got["in-context recall of novel entities, short context"] == (0.5, False)
+    assert got["in-context recall at 300-1,000 tokens, random depth"] == (0.7, True)  # the bound itself passes
+    assert got["needle copy at the longest haystack"] == (0.8, True)  # the longest length, not the first
+    assert got["heads with a Wu retrieval score > 0.1"] == (0.0, False)
+    assert BASE_TARGETS[0].check(Scores(label="x")) == (None, None)  # not measured is not a failure
+    short = {"fact_recall": 1.0, "reading": 1.0, "cloze": 0.6, "arithmetic": 0.6}
+    assert arm_target(0.0).check(Scores(label="short", accuracy=short)) == (pytest.approx(0.8), True)
+    assert arm_target(1.0).check(Scores(label="long", accuracy=short)) == (None, None)  # no long-form scores

@@ -57,17 +57,25 @@ class TurnCost:
 
 def fill_pool(draw: Callable[[], Example], tokenizer: PreTrainedTokenizerBase, budget: int, max_len: int) -> Pool:
     """Draw examples until they hold at least ``budget`` tokens; examples longer than ``max_len`` are dropped."""
-    pool = Pool([], [])
-    total = 0
+    pool, total = Pool([], []), 0
     while total < budget:
-        batch = [draw() for _ in range(_BATCH)]
-        seqs = encode_chats(tokenizer, [(e.context, e.turns) for e in batch], prompt_weight=0.0, answer_weight=1.0)
-        for e, s in zip(batch, seqs):
-            if len(s) <= max_len and total < budget:
-                pool.examples.append(e)
-                pool.seqs.append(s)
-                total += len(s)
+        total += _add(pool, [draw() for _ in range(_BATCH)], tokenizer, budget - total, max_len)[0]
     return pool
+
+
+def _add(pool: Pool, batch: list[Example], tokenizer: PreTrainedTokenizerBase, room: int, max_len: int
+         ) -> tuple[int, int]:
+    """Encode ``batch`` (loss on answers only) and append, in order, each example of at most
+    ``max_len`` tokens until ``room`` tokens are taken; returns (tokens, answer tokens) added."""
+    seqs = encode_chats(tokenizer, [(e.context, e.turns) for e in batch], prompt_weight=0.0, answer_weight=1.0)
+    tokens = answers = 0
+    for e, s in zip(batch, seqs):
+        if len(s) <= max_len and tokens < room:
+            pool.examples.append(e)
+            pool.seqs.append(s)
+            tokens += len(s)
+            answers += s.n_answer
+    return tokens, answers
 
 
 def fill_long_pool(draw: Callable[[float], Example], tokenizer: PreTrainedTokenizerBase, budget: int, max_len: int,
@@ -79,18 +87,10 @@ def fill_long_pool(draw: Callable[[float], Example], tokenizer: PreTrainedTokeni
     lengths are sized in characters, so their token counts drift), which drives the pool's
     answer share to ``share``.
     """
-    pool = Pool([], [])
-    total = answers = 0
-    ask = share
+    pool, total, answers, ask = Pool([], []), 0, 0, share
     while total < budget:
-        batch = [draw(ask) for _ in range(_BATCH // 8)]  # small batches: long examples are large
-        seqs = encode_chats(tokenizer, [(e.context, e.turns) for e in batch], prompt_weight=0.0, answer_weight=1.0)
-        for e, s in zip(batch, seqs):
-            if len(s) <= max_len and total < budget:
-                pool.examples.append(e)
-                pool.seqs.append(s)
-                total += len(s)
-                answers += s.n_answer
+        t, a = _add(pool, [draw(ask) for _ in range(_BATCH // 8)], tokenizer, budget - total, max_len)  # long ones are large
+        total, answers = total + t, answers + a
         if answers:
             ask = float(np.clip(ask * share / (answers / total), 0.5 * share, 2.0 * share))
     return pool

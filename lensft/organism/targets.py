@@ -59,7 +59,7 @@ def arm_target(long_fraction: float) -> Target:
     The short arm (fraction 0) is held to the short forms, the long arm (1) to the long forms, a
     mix to both (its data holds both).
     """
-    names = ([t for t in SHORT_TASKS] if long_fraction < 1 else []) + \
+    names = (list(SHORT_TASKS) if long_fraction < 1 else []) + \
             ([f"{t}_long" for t in SHORT_TASKS] if long_fraction > 0 else [])
     return Target(f"held-out items of its own training form(s) ({', '.join(names)})", 0.8,
                   lambda s: _mean(s, names))
