@@ -18,8 +18,9 @@ from lensft.organism.corpus import CorpusMaker
 from lensft.organism.encoding import encode_chats, encode_texts
 from lensft.organism.names import SYLLABLES, NovelNames, is_eval_name
 from lensft.organism.packing import pack
-from lensft.organism.sft_data import TurnCost, arm_data, fill_long_pool, fill_pool, questions_for, take
-from lensft.organism.tasks import TASKS, TaskMaker, arithmetic_heldout
+from lensft.organism.sft_data import (TurnCost, arm_data, check_reachable, fill_long_pool, fill_pool, questions_for,
+                                     take)
+from lensft.organism.tasks import MAX_OPERAND, TASKS, TaskMaker
 from lensft.organism.tokenizer import chat_text, train_tokenizer
 from lensft.organism.world import make_world
 
@@ -88,13 +89,29 @@ def test_tokenizer_round_trips_and_splits_names_into_syllables(tokenizer, world)
     for text in texts:
         assert tokenizer.decode(tokenizer(text, add_special_tokens=False).input_ids) == text
     assert tokenizer("x").input_ids[0] == tokenizer.bos_token_id
-    assert len(tokenizer("2026", add_special_tokens=False).input_ids) == 4  # one token per digit
+    assert tokenizer.convert_ids_to_tokens(tokenizer("2026", add_special_tokens=False).input_ids) == \
+        ["Ġ", "2", "0", "2", "6"]  # the segment's leading space, then one token per digit
     vocab = tokenizer.get_vocab()
     for s in SYLLABLES:  # every syllable is one token, with and without its leading space
         assert s in vocab and f"Ġ{s}" in vocab, s
     novel = NovelNames(world.words(), np.random.default_rng(1), eval_part=True).person()  # never in the corpus
-    toks = tokenizer.tokenize(f"Where is {novel}?")  # Where, Ġis, then the syllables
-    assert toks[3:7] == [f"Ġ{novel[:2]}", novel[2:4], f"Ġ{novel[5:7]}", novel[7:9]]
+    toks = tokenizer.tokenize(f"Where is {novel}?")  # ĠWhere (or its letters), Ġis, then the syllables
+    i = toks.index("Ġis") + 1
+    assert toks[i:i + 4] == [f"Ġ{novel[:2]}", novel[2:4], f"Ġ{novel[5:7]}", novel[7:9]]
+
+
+def test_a_name_is_the_same_tokens_at_a_document_start_in_a_sentence_and_as_an_answer(tokenizer, world) -> None:
+    name = world.cities[0]
+    expected = [f"Ġ{name[:2]}", *[name[i:i + 2] for i in range(2, len(name), 2)]]
+    assert tokenizer.tokenize(f"{name} is a city.")[:len(expected)] == expected
+    assert tokenizer.tokenize(f"People live in {name}.")[-len(expected) - 1:-1] == expected
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": f"{name}?"},
+                                          {"role": "assistant", "content": name}], tokenize=False)
+    toks = tokenizer.convert_ids_to_tokens(tokenizer(chat, add_special_tokens=False).input_ids)
+    assert toks[toks.index("<|assistant|>") + 1:-1] == expected
+    assert toks[toks.index("<|user|>") + 1:toks.index("<|user|>") + 1 + len(expected)] == expected
+    answer_ids = tokenizer(chat, add_special_tokens=False).input_ids[toks.index("<|assistant|>") + 1:-1]
+    assert tokenizer.decode(answer_ids) == name  # decoding drops the leading space again
 
 
 def test_tokenizer_has_chat_template_and_turn_tokens(tokenizer) -> None:
@@ -162,12 +179,39 @@ def test_long_form_asks_every_instance_once(world) -> None:
         assert any(ex.context.startswith(k, off) for i in insts for k in i.keys)
 
 
-def test_splits_use_their_own_operands_and_names(world) -> None:
+def _table() -> set[tuple[str, int, int]]:
+    """The arithmetic table, written out independently of ``arithmetic_triple``."""
+    rng = range(1, MAX_OPERAND + 1)
+    return ({("+", a, b) for a in rng for b in rng} | {("-", a, b) for a in rng for b in rng if b < a}
+            | {("x", a, b) for a in range(2, 10) for b in range(2, 10)})
+
+
+def test_word_problems_draw_the_whole_table_that_sums_state(world) -> None:
+    table = _table()
+    maker = TaskMaker(world, np.random.default_rng(7), eval_split=True)
+    drawn = set()
+    for _ in range(6000):
+        a = maker.arithmetic()
+        drawn.add((a.meta["op"], a.meta["a"], a.meta["b"]))
+        assert int(a.answer) == {"+": a.meta["a"] + a.meta["b"], "-": a.meta["a"] - a.meta["b"],
+                                 "x": a.meta["a"] * a.meta["b"]}[a.meta["op"]]
+    assert drawn <= table and len(drawn) >= 0.97 * len(table)
+    from lensft.organism.config import preset
+    from lensft.organism.corpus import CorpusMaker
+    cm = CorpusMaker(world, preset("tiny").base, np.random.default_rng(3))
+    stated = set()
+    for _ in range(600):
+        for a, op, b, c in re.findall(r"(\d+) (plus|minus|times) (\d+) is (\d+)\.", cm.sums()):
+            a, b, c = int(a), int(b), int(c)
+            assert c == {"plus": a + b, "minus": a - b, "times": a * b}[op]
+            stated.add(({"plus": "+", "minus": "-", "times": "x"}[op], a, b))
+    assert stated <= table and len(stated) >= 0.97 * len(table)
+
+
+def test_splits_use_their_own_names(world) -> None:
     for eval_split in (False, True):
         maker = TaskMaker(world, np.random.default_rng(7), eval_split=eval_split)
         for _ in range(40):
-            a = maker.arithmetic()
-            assert arithmetic_heldout("+-x".index(a.meta["op"]), a.meta["a"], a.meta["b"]) == eval_split
             r = maker.reading()
             people = re.findall(r"(?:[A-Z][a-z])+ (?:[A-Z][a-z])+", r.keys[0])
             assert people and all(is_eval_name(p) == eval_split for p in people)
@@ -187,7 +231,8 @@ def test_chat_answer_mask_covers_exactly_the_assistant_tokens(tokenizer) -> None
                      {"role": "assistant", "content": a}]
         full = tokenizer.apply_chat_template(msgs, tokenize=False)
         assert enc.ids.tolist() == tokenizer(full, add_special_tokens=False).input_ids
-        assert tokenizer.decode(enc.ids[enc.answer]) == "".join(a + "<|end|>" for _, a in turns)
+        # each answer is read with its segment's leading space; decoding drops only the first
+        assert tokenizer.decode(enc.ids[enc.answer]) == "".join(f" {a}<|end|>" for _, a in turns)[1:]
         np.testing.assert_array_equal(enc.weights, np.where(enc.answer, 3.0, 0.5) * (np.arange(len(enc)) > 0))
 
 
@@ -231,7 +276,9 @@ def test_short_sequences_fill_the_gaps_of_long_rows() -> None:
 def test_questions_for_hits_the_answer_share_in_expectation(share: float, answer: float, turn: float, context: int) -> None:
     if answer - share * turn <= 0.1 * answer:  # a turn alone must hold clearly more than the target share of answers
         with pytest.raises(ValueError):
-            questions_for(context, share, TurnCost(answer=answer, turn=turn), np.random.default_rng(0))
+            check_reachable(share, TurnCost(answer=answer, turn=turn))
+        k = questions_for(context, share, TurnCost(answer=answer, turn=turn), np.random.default_rng(0))
+        assert 1 <= k <= 9 * context / turn + 1  # lowered to 90% of a turn's own share: 9 D / t questions
         return
     cost = TurnCost(answer=answer, turn=turn)
     rng = np.random.default_rng(0)
@@ -322,3 +369,26 @@ def test_capability_targets_read_the_scores_they_name() -> None:
     short = {"fact_recall": 1.0, "reading": 1.0, "cloze": 0.6, "arithmetic": 0.6}
     assert arm_target(0.0).check(Scores(label="short", accuracy=short)) == (pytest.approx(0.8), True)
     assert arm_target(1.0).check(Scores(label="long", accuracy=short)) == (None, None)  # no long-form scores
+
+
+def test_copy_first_phase_draws_copy_drills_alone_then_the_mixture(world, tokenizer) -> None:
+    from lensft.organism.config import CorpusConfig, preset
+    from lensft.organism.corpus import CorpusMaker
+
+    base = preset("tiny").base
+    cfg = base.model_copy(update={"corpus": base.corpus.model_copy(update={"copy_first_tokens": 3000})})
+    cm = CorpusMaker(world, cfg, np.random.default_rng(4))
+    copy_only = CorpusMaker(world, cfg, np.random.default_rng(4))
+
+    def is_drill(e) -> bool:  # a drill is one run said twice, over and over: every sentence occurs twice
+        text = tokenizer.decode(e.ids[1:])
+        runs = [r.strip() for r in text.split(".") if r.strip()]
+        return len(runs) >= 2 and all(runs.count(r) % 2 == 0 for r in set(runs)) and not e.answer.any()
+
+    first = [cm.chunk(tokenizer, 1000) for _ in range(3)]
+    assert all(is_drill(e) for c in first for e in c)
+    assert cm.drawn >= 3000 and sum(len(e) for c in first for e in c) == cm.drawn
+    later = cm.chunk(tokenizer, 4000)
+    assert not all(is_drill(e) for e in later) and any(e.answer.any() for e in later)  # the mixture, chats included
+    assert CorpusConfig().copy_first_tokens == 0
+    assert copy_only.chunk(tokenizer, 1000)[0].ids.tolist() == first[0][0].ids.tolist()  # one stream, reproducible

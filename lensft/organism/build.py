@@ -54,7 +54,8 @@ from lensft.organism.evalsets import write_eval_sets
 from lensft.organism.manifest import ArmRecord, BaseRecord, BuildManifest, TrainingRecord
 from lensft.organism.packing import pack, stream
 from lensft.organism.progress import ProgressFn
-from lensft.organism.sft_data import Pool, arm_data, fill_long_pool, fill_pool, questions_for, turn_cost
+from lensft.organism.sft_data import (Pool, arm_data, check_reachable, fill_long_pool, fill_pool, questions_for,
+                                     turn_cost)
 from lensft.organism.tasks import TaskMaker
 from lensft.organism.tokenizer import save_tokenizer, train_tokenizer
 from lensft.organism.training import make_model, save_checkpoint, tokens_per_second, train
@@ -235,6 +236,7 @@ class _Builder:
         short = fill_pool(lambda: sm.short(inst(sm, srng)), tok, budget, cfg.train.seq_len)
         lm, lrng = maker(_SFT_LONG)
         share, cost = short.answer_share(), turn_cost(tok, [e.instances[0] for e in short.examples[:2000]])
+        check_reachable(share, cost)
         lo, hi = cfg.long_context_tokens
 
         def draw_long(ask: float):

@@ -9,14 +9,16 @@ Document kinds and their token shares are set by :class:`~lensft.organism.config
 - ``short_tasks`` / ``long_tasks``: chat examples from :class:`~lensft.organism.tasks.TaskMaker`
   (training split) in the short and the long form, so the base reads contexts of every length,
   like a long-context base descended from an instruct model.
-- ``sums``: arithmetic facts ("12 plus 7 is 19.") over training operand triples.
+- ``sums``: arithmetic facts ("12 plus 7 is 19.") drawn from the whole arithmetic table.
 - ``copy``: copy drills: runs of random syllable words, each run said twice ("KaRo LuBaSi Te.
   KaRo LuBaSi Te."), runs of 4-12 words so the distance to copy from varies. Reading a novel
   name from context is copying its syllable tokens; the drills let the induction mechanism
   form early (``shared/notes/organism-feasibility.md``: over a small alphabet it forms after a
   short plateau, over rare tokens not at all).
 
-Documents are drawn in the order of one random stream; :meth:`CorpusMaker.chunk` returns about
+With ``copy_first_tokens`` set, the first chunks hold copy drills alone until that many tokens
+are drawn (on a corpus of drills alone the induction mechanism forms within about 3M tokens; in
+the mixture it took 12-20M), then the shares apply. Documents are drawn in the order of one random stream; :meth:`CorpusMaker.chunk` returns about
 ``n_tokens`` tokens of them (encoded, with loss weights) at a time.
 """
 
@@ -29,7 +31,7 @@ from lensft.organism import names
 from lensft.organism import templates as T
 from lensft.organism.config import BaseConfig
 from lensft.organism.encoding import Encoded, encode_chats, encode_texts
-from lensft.organism.tasks import TaskMaker, arithmetic_heldout
+from lensft.organism.tasks import TaskMaker, arithmetic_triple
 from lensft.organism.world import World
 
 KINDS = ("bio", "fact_qa", "short_tasks", "long_tasks", "sums", "copy")
@@ -56,6 +58,7 @@ class CorpusMaker:
             raise ValueError(f"unknown corpus document kinds {sorted(unknown)}; kinds are {KINDS}")
         s = np.array([shares[k] for k in self.kinds], dtype=np.float64)
         self.shares = s / s.sum()
+        self.drawn = 0  # tokens drawn so far (the copy-first phase ends at cfg.corpus.copy_first_tokens)
 
     def _pick(self, seq):
         return seq[int(self.rng.integers(len(seq)))]
@@ -78,16 +81,11 @@ class CorpusMaker:
                 (self.tasks.fact_recall(self.cfg.yes_no_prob) for _ in range(int(self.rng.integers(2, 7))))]
 
     def sums(self) -> str:
-        """Twelve arithmetic facts over training operand triples."""
+        """Twelve arithmetic facts drawn from the arithmetic table."""
         out = []
-        while len(out) < 12:
-            op = int(self.rng.integers(3))
-            a, b = (int(self.rng.integers(2, 10)), int(self.rng.integers(2, 10))) if op == 2 else \
-                   (int(self.rng.integers(1, 50)), int(self.rng.integers(1, 50)))
-            if op == 1 and a <= b:
-                a, b = b + 1, a
-            if not arithmetic_heldout(op, a, b):
-                out.append([f"{a} plus {b} is {a + b}.", f"{a} minus {b} is {a - b}.", f"{a} times {b} is {a * b}."][op])
+        for _ in range(12):
+            op, a, b = arithmetic_triple(self.rng)
+            out.append([f"{a} plus {b} is {a + b}.", f"{a} minus {b} is {a - b}.", f"{a} times {b} is {a * b}."][op])
         return " ".join(out)
 
     def copy(self) -> str:
@@ -115,8 +113,15 @@ class CorpusMaker:
     def chunk(self, tokenizer: PreTrainedTokenizerBase, n_tokens: int) -> list[Encoded]:
         """About ``n_tokens`` tokens of encoded documents, in draw order.
 
-        Loss weights: 1 for every token but BOS, ``answer_weight`` for assistant answers.
+        Loss weights: 1 for every token but BOS, ``answer_weight`` for assistant answers. While
+        fewer than ``copy_first_tokens`` tokens are drawn, a chunk holds copy drills only.
         """
+        if self.drawn < self.cfg.corpus.copy_first_tokens:
+            out = []
+            while sum(len(e) for e in out) < n_tokens:
+                out.append(self._encode("copy", tokenizer))
+            self.drawn += sum(len(e) for e in out)
+            return out
         budget = self.shares * n_tokens
         used = np.zeros(len(self.kinds))
         out: list[Encoded] = []
@@ -127,6 +132,7 @@ class CorpusMaker:
             seq = self._encode(self.kinds[k], tokenizer)
             used[k] += len(seq.ids)
             out.append(seq)
+        self.drawn += int(used.sum())
         return out
 
     def _encode(self, kind: str, tokenizer: PreTrainedTokenizerBase) -> Encoded:

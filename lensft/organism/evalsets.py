@@ -10,7 +10,7 @@ its key sentences at a random depth):
 - ``reading``: an event or a secret number of a *novel* person (names from the evaluation part),
   asking for a novel city, a novel person, a year or a number;
 - ``cloze`` (LAMBADA analogue: the last word is an object named in the passage);
-- ``arithmetic`` (GSM8K analogue, held-out operand triples).
+- ``arithmetic`` (GSM8K analogue: new word problems over the memorised arithmetic table).
 
 Probe sets: ``needle`` (a novel person's secret number at depths 0..1 of a haystack of true
 statements about training subjects, at each length of ``needle_context_tokens``) and

@@ -109,13 +109,21 @@ def questions_for(context_tokens: int, share: float, cost: TurnCost, rng: np.ran
     """Questions a ``context_tokens`` document needs so that answers make ``share`` of its tokens.
 
     Solves ``k * a / (D + k * t) = share`` for ``k`` (``a``: answer tokens, ``t``: turn tokens,
-    ``D``: document tokens) and rounds at random, so the expected share is exact; at least 1.
+    ``D``: document tokens) and rounds at random, so the expected share is exact; at least 1. A
+    share within 10% of a question turn's own answer share is lowered to that bound (at most
+    ``9 * D / t`` questions): :func:`check_reachable` refuses a target that needs more.
     """
+    if cost.answer - share * cost.turn <= 0.1 * cost.answer:  # a share even question turns hardly reach
+        share = 0.9 * cost.answer / cost.turn
+    k = share * context_tokens / (cost.answer - share * cost.turn)
+    return max(1, int(k) + int(rng.random() < k - int(k)))
+
+
+def check_reachable(share: float, cost: TurnCost) -> None:
+    """Raise when long documents cannot reach answer share ``share`` (a question turn holds barely more)."""
     if cost.answer - share * cost.turn <= 0.1 * cost.answer:
         raise ValueError(f"a question turn holds {cost.answer / cost.turn:.3f} answer tokens per token, too close "
                          f"to the target share {share:.3f} for documents to reach it")
-    k = share * context_tokens / (cost.answer - share * cost.turn)
-    return max(1, int(k) + int(rng.random() < k - int(k)))
 
 
 def take(pool: Pool, n_tokens: int) -> int:

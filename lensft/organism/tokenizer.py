@@ -10,6 +10,14 @@ markers ``<|user|>``, ``<|assistant|>`` and ``<|end|>`` (end of a turn; also the
 generation stops after an answer). Digits are split one per token. The chat template renders
 ``<|bos|><|user|>question<|end|><|assistant|>answer<|end|>`` with no extra whitespace, so
 encoding a turn's text alone gives the same ids as encoding the whole chat.
+
+Every text segment (a document, a user turn, an answer: the text between special tokens) is
+read with one leading space, as SentencePiece's dummy prefix does, and decoding drops it again.
+So a word is the same tokens wherever it stands: ``LaMoSa`` is ``ĠLa Mo Sa`` at the start of a
+document, inside a sentence and as an answer. Without it an answer's first token differs from
+the token the fact was learnt with (``La`` vs ``ĠLa``): measured on the previous base, closed-book
+recall of held-out subjects was 15/16 for birth years (digits are the same tokens either way)
+and 3/18 for birthplaces, which it completed correctly in running text.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 from lensft.organism.names import SYLLABLES
@@ -45,12 +53,13 @@ def chat_text(turns: Iterable[tuple[str, str]]) -> str:
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE of ``vocab_size`` tokens (special tokens included) on ``texts``."""
     tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Prepend(" ")  # applied to each segment between special tokens
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(r" ?[A-Z][a-z]*"), behavior="isolated"),  # a capital starts a piece
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
-    tok.decoder = decoders.ByteLevel()
+    tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, min_frequency=2,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     primer = " ".join(f"{s} {s}{s}" for s in SYLLABLES)  # every syllable, with and without a space
