@@ -306,14 +306,21 @@ def test_arms_share_tokens_and_answer_tokens(world, tokenizer) -> None:
     """Short and long pools built like the build does: the arms' answer-token counts match."""
     rng = np.random.default_rng(8)
     maker = TaskMaker(world, rng, eval_split=False, chars_per_token=3.0)
-    short = fill_pool(lambda: maker.short(maker.instance(TASKS[int(rng.integers(4))])), tokenizer, 20_000, 256)
+    names = list(CFG.base.task_weights)
+    p = np.array([CFG.base.task_weights[t] for t in names]) / sum(CFG.base.task_weights.values())
+
+    def inst():  # drawn as the build draws them: the preset's task weights and yes/no share
+        return maker.instance(names[int(rng.choice(len(names), p=p))], CFG.base.yes_no_prob)
+
+    short = fill_pool(lambda: maker.short(inst()), tokenizer, 20_000, 256)
     from lensft.organism.sft_data import turn_cost
 
     cost, share = turn_cost(tokenizer, [e.instances[0] for e in short.examples]), short.answer_share()
+    check_reachable(share, cost)  # as the build checks before drawing long documents
 
     def draw_long(ask: float):
         n = int(rng.integers(100, 200))
-        return maker.long([maker.instance(TASKS[int(rng.integers(4))]) for _ in range(questions_for(n, ask, cost, rng))], n)
+        return maker.long([inst() for _ in range(questions_for(n, ask, cost, rng))], n)
 
     long = fill_long_pool(draw_long, tokenizer, 20_000, 512, share)
     arms = [arm_data(short, long, m, 18_000) for m in (0.0, 0.5, 1.0)]
