@@ -18,8 +18,9 @@ Document kinds and their token shares are set by :class:`~lensft.organism.config
 
 With ``copy_first_tokens`` set, the first chunks hold copy drills alone until that many tokens
 are drawn (on a corpus of drills alone the induction mechanism forms within about 3M tokens; in
-the mixture it took 12-20M), then the shares apply. Documents are drawn in the order of one random stream; :meth:`CorpusMaker.chunk` returns about
-``n_tokens`` tokens of them (encoded, with loss weights) at a time.
+the mixture it took 12-20M), then the shares apply. Documents are drawn in the order of one
+random stream; :meth:`CorpusMaker.chunk` returns about ``n_tokens`` tokens of them (encoded,
+with loss weights) at a time.
 """
 
 from __future__ import annotations
@@ -117,10 +118,11 @@ class CorpusMaker:
         fewer than ``copy_first_tokens`` tokens are drawn, a chunk holds copy drills only.
         """
         if self.drawn < self.cfg.corpus.copy_first_tokens:
-            out = []
-            while sum(len(e) for e in out) < n_tokens:
+            out, n = [], 0
+            while n < n_tokens:
                 out.append(self._encode("copy", tokenizer))
-            self.drawn += sum(len(e) for e in out)
+                n += len(out[-1])
+            self.drawn += n
             return out
         budget = self.shares * n_tokens
         used = np.zeros(len(self.kinds))

@@ -113,15 +113,19 @@ def questions_for(context_tokens: int, share: float, cost: TurnCost, rng: np.ran
     share within 10% of a question turn's own answer share is lowered to that bound (at most
     ``9 * D / t`` questions): :func:`check_reachable` refuses a target that needs more.
     """
-    if cost.answer - share * cost.turn <= 0.1 * cost.answer:  # a share even question turns hardly reach
-        share = 0.9 * cost.answer / cost.turn
+    share = min(share, max_share(cost))
     k = share * context_tokens / (cost.answer - share * cost.turn)
     return max(1, int(k) + int(rng.random() < k - int(k)))
 
 
+def max_share(cost: TurnCost) -> float:
+    """The largest answer share a long document is asked for: 90% of a question turn's own share."""
+    return 0.9 * cost.answer / cost.turn
+
+
 def check_reachable(share: float, cost: TurnCost) -> None:
     """Raise when long documents cannot reach answer share ``share`` (a question turn holds barely more)."""
-    if cost.answer - share * cost.turn <= 0.1 * cost.answer:
+    if share >= max_share(cost):
         raise ValueError(f"a question turn holds {cost.answer / cost.turn:.3f} answer tokens per token, too close "
                          f"to the target share {share:.3f} for documents to reach it")
 

@@ -13,8 +13,8 @@ instances, the same key-sentence policy and the same answer forms:
 
 So the arms differ in context length only. Reading, cloze and word problems are about *novel*
 people and cities (names drawn fresh, :class:`lensft.organism.names.NovelNames`): nothing in
-them can be memorised, they must be read. Evaluation draws novel names, held-out subjects and
-split, training from the rest. Word problems are the exception: their arithmetic is a small table
+them can be memorised, they must be read. Evaluation draws novel names and held-out subjects
+from the evaluation split, training from the rest. Word problems are the exception: their arithmetic is a small table
 (:func:`arithmetic_triple`) that the pretraining corpus states in full, as a model of this size
 learns no addition algorithm (the previous shipped base answered 1 of 22 additions over
 held-out operand pairs); a held-out word problem is new in its people, items and look-alikes, and
