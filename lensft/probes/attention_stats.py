@@ -27,6 +27,13 @@ blocks entirely above the causal diagonal or outside a sliding window are skippe
 Positions: query ``i`` sits at absolute position ``query_start + i``; keys end where the queries
 end (self-attention with a KV cache, possibly cropped by a sliding-window cache), so key ``j``
 sits at ``query_start + n_query - n_key + j``.
+
+Layout: this module holds the public API (:class:`AttentionStats`, :data:`KeySpan`,
+:func:`streaming_attention_stats`, :func:`phase_masks`), the two paths the call dispatches to (the
+streamed one in plain torch and the fused CPU kernel) and the assembly of their per-query results
+(``_Result``). The geometry of key ranges, key chunks and block masks, and the visible-key counts,
+are in :mod:`lensft.probes.attention_blocks`; the online-softmax accumulation (augmented values,
+block logits, running state) is in :mod:`lensft.probes.attention_online`.
 """
 
 from __future__ import annotations
@@ -40,8 +47,18 @@ from einops import rearrange
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-#: Finite stand-in for ``-inf`` after subtracting the running max (exp underflows to exactly 0).
-_NEG = -1.0e4
+from lensft.probes.attention_blocks import (
+    _F32,
+    _block_mask,
+    _Geometry,
+    _key_chunks,
+    _key_ranges,
+    _mask_blocks,
+    _masked_chunks,
+    _visible_counts,
+    _visible_keys,
+)
+from lensft.probes.attention_online import _augmented_values, _BlockState, _scores, _Workspace
 
 
 @dataclass
@@ -89,26 +106,6 @@ def _span_rows(key_spans: Optional[Mapping[str, KeySpan]], b: int
         else:
             raise ValueError(f"key span {name!r} must be (start, end) or one (start, end) | None per batch row")
     return tuple(key_spans), rows
-
-
-@dataclass(frozen=True)
-class _Geometry:
-    """Shapes and absolute positions of one attention call (query head ``h`` reads kv head ``h // g``)."""
-
-    b: int
-    h: int
-    hkv: int
-    nq: int
-    nk: int
-    d: int
-    scale: float
-    q_start: int
-    k_start: int
-    device: torch.device
-
-    @property
-    def g(self) -> int:
-        return self.h // self.hkv
 
 
 def streaming_attention_stats(
@@ -218,7 +215,6 @@ def _streamed_stats(geo: _Geometry, query: Tensor, key: Tensor, value: Optional[
     return res.stats(geo, _visible_counts(geo, visible, causal, sliding_window), names)
 
 
-_F32 = torch.float32
 _FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
 
 
@@ -275,258 +271,6 @@ def _fused_cpu_stats(geo: _Geometry, query: Tensor, key: Tensor, value: Optional
     n_vis = _visible_counts(geo, None, causal, None)
     top1 = torch.full(lse.shape, -1, dtype=torch.long)
     return AttentionStats(entropy, n_vis, distance, sink, span_mass, top1, q_pos.long(), names, out)
-
-
-def _visible_keys(attention_mask: Optional[Tensor]) -> Optional[Bool[Tensor, "batch mh query key"]]:
-    """The mask as booleans (True = may attend), or None when positions alone decide."""
-    if attention_mask is None:
-        return None
-    if attention_mask.dtype == torch.bool:
-        return attention_mask
-    return attention_mask > torch.finfo(attention_mask.dtype).min / 2
-
-
-def _augmented_values(geo: _Geometry, value: Optional[Tensor], key: Optional[Tensor],
-                      spans: list[list[Optional[tuple[int, int]]]]) -> Float[Tensor, "batch kv_head key width"]:
-    """Columns every key carries into the probability-weighted sum: ``[v | k | 1 | pos | is_sink | spans]``
-    (``v`` when the output is wanted, ``k`` on the linear path)."""
-    k_pos = torch.arange(geo.k_start, geo.k_start + geo.nk, device=geo.device)
-    cols = [torch.ones(geo.nk, device=geo.device, dtype=_F32), k_pos.to(_F32), (k_pos == 0).to(_F32)]
-    extra = torch.stack(cols, dim=-1).expand(geo.b, geo.nk, len(cols))
-    if spans:
-        ind = torch.zeros(geo.b, geo.nk, len(spans), dtype=_F32, device=geo.device)
-        for i, rows in enumerate(spans):
-            for r, sp in enumerate(rows):
-                if sp is not None:
-                    ind[r, :, i] = ((k_pos >= sp[0]) & (k_pos < sp[1])).to(_F32)
-        extra = torch.cat([extra, ind], dim=-1)
-    extra = extra[:, None].expand(geo.b, geo.hkv, geo.nk, extra.shape[-1])
-    parts = [t.to(_F32) for t in (value, key) if t is not None]
-    return torch.cat([*parts, extra], dim=-1) if parts else extra.contiguous()
-
-
-def _key_ranges(geo: _Geometry, qs: int, qe: int, causal: bool, window: Optional[int]) -> list[tuple[int, int, bool]]:
-    """Key index ranges some query of block ``[qs, qe)`` sees, as ``(start, end, mixed)``;
-    ``mixed`` is False where every query of the block sees every key (no mask needed)."""
-    first, last = geo.q_start + qs, geo.q_start + qe - 1  # absolute query positions
-    big = geo.k_start + geo.nk + geo.nq + 1
-    lo_any = first - window + 1 if window is not None else -big
-    lo_all = last - window + 1 if window is not None else -big
-    hi_all = first + 1 if causal else big
-    hi_any = last + 1 if causal else big
-
-    def idx(pos: int) -> int:
-        return min(max(pos - geo.k_start, 0), geo.nk)
-
-    if lo_all >= hi_all:  # the window is narrower than the block: every chunk is mixed
-        return [(idx(lo_any), idx(hi_any), True)]
-    cuts = [(idx(lo_any), idx(lo_all), True), (idx(lo_all), idx(hi_all), False), (idx(hi_all), idx(hi_any), True)]
-    return [c for c in cuts if c[0] < c[1]]
-
-
-def _key_chunks(ranges: list[tuple[int, int, bool]], chunk_k: int) -> list[tuple[int, int, bool]]:
-    return [(ks, min(ke, ks + chunk_k), mixed) for a, ke, mixed in ranges for ks in range(a, ke, chunk_k)]
-
-
-def _mask_blocks(visible: Tensor, chunk_q: int, chunk_k: int) -> tuple[list[list[bool]], list[list[bool]]]:
-    """Per (query block, key block): does any query see any key, does every query see every key.
-
-    One pass over the mask and one host synchronisation per call (not one per block).
-    """
-    b, mh, nq, nk = visible.shape
-    pad_q, pad_k = -nq % chunk_q, -nk % chunk_k
-    v = visible
-    if pad_q or pad_k:
-        v = torch.nn.functional.pad(v, (0, pad_k, 0, pad_q), value=False)
-    v = v.reshape(b, mh, (nq + pad_q) // chunk_q, chunk_q, (nk + pad_k) // chunk_k, chunk_k)
-    any_ = v.any(dim=5).any(dim=3).any(dim=1).any(dim=0)
-    full = v.all(dim=5).all(dim=3).all(dim=1).all(dim=0)  # padded cells are False: edge blocks count as mixed
-    both = torch.stack([any_, full]).cpu().tolist()
-    return both[0], both[1]
-
-
-def _masked_chunks(blocks: tuple[list[list[bool]], list[list[bool]]], qb: int, chunk_k: int,
-                   nk: int) -> list[tuple[int, int, bool]]:
-    any_, full = blocks
-    return [(kb * chunk_k, min(nk, (kb + 1) * chunk_k), not full[qb][kb]) for kb in range(len(any_[qb])) if any_[qb][kb]]
-
-
-def _block_mask(geo: _Geometry, qs: int, qe: int, ks: int, ke: int, mixed: bool, causal: bool, window: Optional[int],
-                attention_mask: Optional[Tensor], visible: Optional[Tensor]
-                ) -> tuple[Optional[Tensor], Optional[Tensor]]:
-    """``(visibility [b|1, hkv|1, g|1, cq, ck] or None = all, additive bias or None)`` of one block."""
-    bias = None
-    if attention_mask is not None and attention_mask.dtype != torch.bool:
-        bias = _group(attention_mask[:, :, qs:qe, ks:ke], geo).to(_F32)
-    if not mixed:
-        return None, bias
-    if visible is not None:
-        return _group(visible[:, :, qs:qe, ks:ke], geo), bias
-    q_pos = torch.arange(geo.q_start + qs, geo.q_start + qe, device=geo.device)[:, None]
-    k_pos = torch.arange(geo.k_start + ks, geo.k_start + ke, device=geo.device)[None, :]
-    vis = torch.ones(qe - qs, ke - ks, dtype=torch.bool, device=geo.device)
-    if causal:
-        vis &= q_pos >= k_pos
-    if window is not None:
-        vis &= q_pos - k_pos < window
-    return vis[None, None, None], bias
-
-
-def _group(m: Tensor, geo: _Geometry) -> Tensor:
-    """A ``[b, 1 | h, cq, ck]`` mask slice as ``[b, 1 | hkv, 1 | g, cq, ck]``."""
-    return m[:, :, None] if m.shape[1] == 1 else m.reshape(m.shape[0], geo.hkv, geo.g, m.shape[2], m.shape[3])
-
-
-class _Workspace:
-    """Two float32 block buffers reused by every block of a call (no allocation per block)."""
-
-    def __init__(self, geo: _Geometry, block: int) -> None:
-        n = geo.b * geo.h * block
-        self.scores = torch.empty(n, dtype=_F32, device=geo.device)
-        self.probs = torch.empty(n, dtype=_F32, device=geo.device)
-
-    @staticmethod
-    def view(buf: Tensor, shape: tuple[int, ...]) -> Tensor:
-        return buf[:math.prod(shape)].view(shape)
-
-
-def _scores(qg: Tensor, keys_t: Tensor, g: int, softcap: Optional[float], bias: Optional[Tensor], work: _Workspace
-            ) -> Float[Tensor, "batch kv g query key"]:
-    """Logits of one block from scaled grouped queries ``[b, hkv, g*cq, d]`` and keys ``[b, hkv, d, ck]``."""
-    out = work.view(work.scores, (*qg.shape[:-1], keys_t.shape[-1]))
-    s = rearrange(torch.matmul(qg, keys_t, out=out), "b kv (g q) k -> b kv g q k", g=g)
-    if softcap is not None:
-        s = s.div_(softcap).tanh_().mul_(softcap)
-    if bias is not None:
-        s = s.add_(bias)
-    return s
-
-
-#: on the linear path a block is exponentiated against the previous running max unless its own
-#: max exceeds that by more than this (exp(64) * n keys stays far inside float32)
-_EXP_HEADROOM = 64.0
-
-
-@dataclass
-class _BlockState:
-    """Online-softmax state of one query block, ``[b, hkv, g, cq]`` (float32).
-
-    ``m``: running max logit (-inf until a key is visible); ``acc``: sums of ``p = exp(s - m)``
-    times the augmented value columns (column ``iz`` is ``Z = sum p``; on the linear path the
-    ``kd`` columns before it are ``sum p k``); ``ent``: ``sum p (s - m)`` (element-wise path);
-    ``best`` / ``best_i``: the top logit and its absolute key position (top1 only).
-    """
-
-    m: Tensor
-    acc: Tensor
-    ent: Tensor
-    iz: int
-    kd: int = 0
-    best: Optional[Tensor] = None
-    best_i: Optional[Tensor] = None
-    z_keys: Optional[Tensor] = None  #: Z over the keys alone, once a sink logit is added
-    s_extra: Tensor | float = 0.0  #: linear path: the sink logit's share of sum p s
-
-    @classmethod
-    def start(cls, geo: _Geometry, cq: int, width: int, vd: int, top1: bool, kd: int) -> "_BlockState":
-        shape, dev = (geo.b, geo.hkv, geo.g, cq), geo.device
-        return cls(torch.full(shape, -math.inf, dtype=_F32, device=dev),
-                   torch.zeros(*shape, width, dtype=_F32, device=dev),
-                   torch.zeros(shape, dtype=_F32, device=dev), vd + kd, kd,
-                   torch.full(shape, -math.inf, dtype=_F32, device=dev) if top1 else None,
-                   torch.full(shape, -1, dtype=torch.long, device=dev) if top1 else None)
-
-    def _block_max(self, s: Tensor, shift: Tensor | float, k_offset: int) -> Tensor:
-        """Row max of a block of (shifted) logits; tracks the arg-max for top1."""
-        if self.best is None:
-            return s.amax(dim=-1)
-        cmax, carg = s.max(dim=-1)
-        better = cmax + shift > self.best
-        self.best = torch.where(better, cmax + shift, self.best)
-        self.best_i = torch.where(better, carg + k_offset, self.best_i)  # type: ignore[arg-type]
-        return cmax
-
-    def update(self, s: Tensor, vis: Optional[Tensor], aug: Tensor, k_offset: int, work: _Workspace) -> None:
-        """Element-wise path: fold one block of logits ``s`` ``[b, hkv, g, cq, ck]`` (consumed)."""
-        if vis is not None:
-            s = s.masked_fill_(~vis, -math.inf)
-        m_new = torch.maximum(self.m, self._block_max(s, 0.0, k_offset))
-        m_safe = torch.where(torch.isfinite(m_new), m_new, torch.zeros_like(m_new))
-        self._rescale(m_safe)
-        t = s.sub_(m_safe[..., None])
-        if vis is not None:
-            t = t.clamp_(min=_NEG)  # masked logits: exp gives exactly 0 and p * t stays 0 (not 0 * -inf)
-        p = torch.exp(t, out=work.view(work.probs, tuple(t.shape)))
-        self._add_values(p, aug)
-        self.ent += p.mul_(t).sum(-1)  # sum p (s - m), in place once p has served the values
-        self.m = m_new
-
-    def update_linear(self, s: Tensor, vis: Optional[Tensor], aug: Tensor, k_offset: int, qg: Tensor) -> None:
-        """Linear path: ``s`` is the block's logits minus the running max (subtracted inside the
-        matmul through ``qg``'s last column). The block is exponentiated in place against that
-        max and the small value sums are rescaled to the new max afterwards; only a block that
-        first sees a row's keys, or whose max exceeds the old one by ``_EXP_HEADROOM``, is
-        shifted element-wise first (on a GPU always: no host synchronisation)."""
-        if vis is not None:
-            s = s.masked_fill_(~vis, -math.inf)
-        fresh = ~torch.isfinite(self.m)  # no key seen yet: the shift in the matmul was 0
-        shift = torch.where(fresh, torch.zeros_like(self.m), self.m)
-        cmax = self._block_max(s, shift, k_offset)
-        new = torch.where(fresh, cmax, torch.maximum(self.m, shift + cmax))
-        delta = torch.where(torch.isfinite(new), new - shift, torch.zeros_like(new))
-        scale = torch.exp(-delta)[..., None]
-        if s.device.type != "cpu" or bool((fresh & torch.isfinite(cmax)).any() or (cmax > _EXP_HEADROOM).any()):
-            self.acc.mul_(scale)
-            self._add_values(s.sub_(delta[..., None]).exp_(), aug)
-        else:
-            self._add_values(s.exp_(), aug)
-            self.acc.mul_(scale)
-        self.m = new
-        qg[..., -1] = -rearrange(torch.where(torch.isfinite(new), new, torch.zeros_like(new)), "b kv g q -> b kv (g q)")
-
-    def _add_values(self, p: Tensor, aug: Tensor) -> None:
-        pv = torch.matmul(rearrange(p, "b kv g q k -> b kv (g q) k"), aug)
-        self.acc += rearrange(pv, "b kv (g q) w -> b kv g q w", g=p.shape[2])
-
-    def _rescale(self, m_safe: Tensor) -> None:
-        """Move the sums from the old max ``m`` to ``m_safe`` (a no-op where ``m`` was -inf)."""
-        shift = torch.where(torch.isfinite(self.m), self.m - m_safe, torch.zeros_like(self.m))
-        alpha = torch.exp(shift) * torch.isfinite(self.m)
-        self.ent = alpha * (self.ent + self.acc[..., self.iz] * shift)
-        self.acc.mul_(alpha[..., None])
-
-    def add_sink_logit(self, aux: Tensor) -> None:
-        """Add a per-head sink logit that takes softmax mass but is no key (gpt-oss ``s_aux``)."""
-        m_fin = torch.where(torch.isfinite(self.m), self.m, torch.zeros_like(self.m))
-        m_new = torch.maximum(m_fin, aux)
-        self._rescale(m_new)
-        self.z_keys = self.acc[..., self.iz].clone()
-        w_aux = torch.exp(aux - m_new)
-        self.acc[..., self.iz] += w_aux
-        self.ent += w_aux * (aux - m_new)
-        self.s_extra = w_aux * aux
-        self.m = m_new
-
-    def entropy(self, z: Tensor, qg: Tensor) -> Tensor:
-        """``log Z + m - E_p[s]`` (linear path, from ``sum p k``) or ``log Z - sum p (s - m) / Z``."""
-        if not self.kd:
-            return torch.log(z) - self.ent / z
-        qd = rearrange(qg[..., :self.kd], "b kv (g q) d -> b kv g q d", g=self.acc.shape[2])
-        sum_ps = (qd * self.acc[..., self.iz - self.kd:self.iz]).sum(-1) + self.s_extra
-        m_fin = torch.where(torch.isfinite(self.m), self.m, torch.zeros_like(self.m))
-        return torch.log(z) + m_fin - sum_ps / z
-
-
-def _visible_counts(geo: _Geometry, visible: Optional[Tensor], causal: bool, window: Optional[int]
-                    ) -> Float[Tensor, "batch head query"]:
-    """How many keys each query may attend to (from the mask, else from positions)."""
-    if visible is not None:
-        return visible.sum(-1, dtype=_F32).expand(geo.b, geo.h, geo.nq)
-    q_pos = torch.arange(geo.q_start, geo.q_start + geo.nq, device=geo.device)
-    k_last = geo.k_start + geo.nk - 1
-    hi = torch.clamp(q_pos, max=k_last) if causal else torch.full_like(q_pos, k_last)
-    lo = torch.clamp(q_pos - window + 1, min=geo.k_start) if window is not None else torch.full_like(q_pos, geo.k_start)
-    return (hi - lo + 1).clamp(min=0).to(_F32).expand(geo.b, geo.h, geo.nq)
 
 
 @dataclass
