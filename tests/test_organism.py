@@ -127,6 +127,7 @@ def test_tokenizer_has_chat_template_and_turn_tokens(tokenizer) -> None:
 def test_short_and_long_forms_ask_the_same_question(world) -> None:
     rng = np.random.default_rng(3)
     maker = TaskMaker(world, rng, eval_split=False, chars_per_token=3.0)
+    trained = _all_phrasings([f for f in world.facts() if not f.heldout])
     for task in TASKS * 5:
         inst = maker.instance(task, yes_no_prob=0.3)
         short, long = maker.short(inst), maker.long([inst], 120)
@@ -137,6 +138,8 @@ def test_short_and_long_forms_ask_the_same_question(world) -> None:
         extra = len(_sentences(short.context)) - len(inst.keys)
         assert extra == (0 if inst.look_alike is None else 1)  # short: keys plus at most one look-alike
         assert len(long.context) > 3 * len(short.context)
+        # long: the same keys and look-alike count; every other sentence is a true statement (filler)
+        assert len([x for x in _sentences(long.context) if x not in trained]) == len(inst.keys) + extra
 
 
 def test_fact_questions_are_closed_book_in_both_forms(world) -> None:
@@ -399,3 +402,39 @@ def test_copy_first_phase_draws_copy_drills_alone_then_the_mixture(world, tokeni
     assert not all(is_drill(e) for e in later) and any(e.answer.any() for e in later)  # the mixture, chats included
     assert CorpusConfig().copy_first_tokens == 0
     assert copy_only.chunk(tokenizer, 1000)[0].ids.tolist() == first[0][0].ids.tolist()  # one stream, reproducible
+
+
+def test_recall_drill_asks_listed_pairs_of_novel_training_names(world) -> None:
+    from lensft.organism import names
+    from lensft.organism.config import preset
+    from lensft.organism.corpus import CorpusMaker
+
+    cm = CorpusMaker(world, preset("tiny").base, np.random.default_rng(5))
+    taken = world.words()
+    sizes = set()
+    for _ in range(200):
+        listed, asked = cm.recall().split(" Again: ")
+        pairs = [p.strip() for p in listed.split(";") if p.strip()]
+        queries = [p.strip() for p in asked.split(";") if p.strip()]
+        sizes.add(len(pairs))
+        assert 2 <= len(pairs) <= 16 and len(pairs) / 2 <= len(queries) <= len(pairs)
+        assert len(set(queries)) == len(queries) and set(queries) <= set(pairs)  # each asked once, as listed
+        for p in pairs:
+            name, value = p.split(": ")
+            assert not names.is_eval_name(name) and not set(name.split()) & taken  # novel, training part
+            assert value.isdigit() and len(value) == 4 or value.isalpha()
+    assert min(sizes) == 2 and max(sizes) == 16
+
+
+def test_yes_no_answers_are_single_tokens_even_in_a_small_vocabulary(world) -> None:
+    """A small BPE may not merge them on its own (``yes`` -> ``Ġ y es``); the tokenizer primes them then."""
+    from lensft.organism.config import preset
+    from lensft.organism.corpus import CorpusMaker
+    from lensft.organism.tokenizer import ANSWER_WORDS, _train
+
+    texts = CorpusMaker(world, preset("tiny").base, np.random.default_rng(0)).tokenizer_texts()
+    assert len(_train(texts, 300, ()).tokenize("yes")) > 1  # the case this guards
+    tok = train_tokenizer(texts, 300)
+    for w in ANSWER_WORDS:
+        assert len(tok.tokenize(w)) == 1, tok.tokenize(w)
+        assert tok.decode(tok(w, add_special_tokens=False).input_ids) == w

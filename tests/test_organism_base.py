@@ -71,10 +71,10 @@ def test_shipped_base_remembers_and_reads(quick_sets: dict[str, Path]) -> None:
     """What the shipped base does, guarded against regressions (bounds below the measured values).
 
     Measured (2026-11-26, 60 items per set; README's organism table): closed-book recall 1.00 on
-    subjects whose questions were trained and 1.00 on held-out ones, reading 0.60 (within 64
-    tokens) and 0.18 (300-1,000 tokens), needle copy 1.00 at 1,000 tokens, 4 retrieval heads.
-    Issue 12's reading targets (0.9 / 0.7) are NOT met; recall, needle and retrieval-head targets
-    are. A base that loses its memory or its reading fails here.
+    subjects whose questions were trained and 1.00 on held-out ones, reading 0.87 (within 64
+    tokens) and 0.77 (300-1,000 tokens), needle copy 0.90 at 1,000 tokens, 2 retrieval heads.
+    Issue 12's targets for recall, long-context reading (0.7), needle copy and retrieval heads are
+    met; short-context reading (0.9) is NOT. A base that loses its memory or its reading fails here.
     """
     from lensft.organism.evaluate import evaluate_checkpoint
 
@@ -82,8 +82,8 @@ def test_shipped_base_remembers_and_reads(quick_sets: dict[str, Path]) -> None:
     s = evaluate_checkpoint(shipped.SHIPPED_DIR, sets, label="base")
     assert s.accuracy["fact_recall_seen"] >= 0.9, s  # memorised: questions about these subjects were trained
     assert s.accuracy["fact_recall"] >= 0.9, s  # held-out subjects (seen only in biographies): issue 12's target, met
-    assert s.accuracy["reading"] >= 0.45, s  # novel entities, within 64 tokens
-    assert s.accuracy["reading_long"] >= 0.08, s  # 300-1,000 tokens, statement at a random depth
+    assert s.accuracy["reading"] >= 0.75, s  # novel entities, within 64 tokens
+    assert s.accuracy["reading_long"] >= 0.7, s  # 300-1,000 tokens, statement at a random depth: target, met
     assert s.n_retrieval_heads is not None and s.n_retrieval_heads >= 1, s
     assert s.max_retrieval_score is not None and s.max_retrieval_score > 0.5, s
     longest = max(s.needle_copy_by_length)

@@ -15,6 +15,13 @@ Document kinds and their token shares are set by :class:`~lensft.organism.config
   name from context is copying its syllable tokens; the drills let the induction mechanism
   form early (``shared/notes/organism-feasibility.md``: over a small alphabet it forms after a
   short plateau, over rare tokens not at all).
+- ``recall``: associative-recall drills: a list of novel people, each bound to a value (a
+  4-digit number, a year or a three-syllable word), then some of the people named again in
+  random order, each followed by its value. Predicting a value there means finding *which*
+  earlier pair has that whole name (every value follows the same ``:``), the binding that
+  reading among look-alike statements needs; copy drills alone teach copying what follows a
+  token, not which of several look-alikes to copy from (the multi-query associative-recall task
+  of Arora et al., 2023, *Zoology*).
 
 With ``copy_first_tokens`` set, the first chunks hold copy drills alone until that many tokens
 are drawn (on a corpus of drills alone the induction mechanism forms within about 3M tokens; in
@@ -35,7 +42,7 @@ from lensft.organism.encoding import Encoded, encode_chats, encode_texts
 from lensft.organism.tasks import TaskMaker, arithmetic_triple
 from lensft.organism.world import World
 
-KINDS = ("bio", "fact_qa", "short_tasks", "long_tasks", "sums", "copy")
+KINDS = ("bio", "fact_qa", "short_tasks", "long_tasks", "sums", "copy", "recall")
 
 
 class CorpusMaker:
@@ -98,6 +105,19 @@ class CorpusMaker:
             out += [run, run]
         return " ".join(out)
 
+    def recall(self) -> str:
+        """2-16 "name: value;" pairs, then "Again:" and a random half or more of them in random order."""
+        n = int(self.rng.integers(2, 17))
+        names_ = self.tasks.names
+        pairs = []
+        for _ in range(n):
+            kind = int(self.rng.integers(3))
+            value = (str(int(self.rng.integers(1000, 10000))), str(int(self.rng.integers(1900, 2021))),
+                     names_.city())[kind]
+            pairs.append(f"{names_.person()}: {value};")
+        asked = self.rng.permutation(n)[: int(self.rng.integers((n + 1) // 2, n + 1))]
+        return " ".join([*pairs, "Again:", *(pairs[int(i)] for i in asked)])
+
     def short_task(self):
         """One task example in the short form."""
         return self.tasks.short(self.tasks.instance(self._task(), self.cfg.yes_no_prob))
@@ -141,12 +161,15 @@ class CorpusMaker:
         aw = self.cfg.corpus.answer_weight
         if kind == "bio":
             return encode_texts(tokenizer, [self.bio()])[0]
-        if kind in ("sums", "copy"):
-            return encode_texts(tokenizer, [self.sums() if kind == "sums" else self.copy()])[0]
+        if kind in ("sums", "copy", "recall"):
+            return encode_texts(tokenizer, [self._text(kind)])[0]
         if kind == "fact_qa":
             return encode_chats(tokenizer, [("", tuple(self.fact_qa()))], prompt_weight=1.0, answer_weight=aw)[0]
         ex = self.short_task() if kind == "short_tasks" else self.long_task()
         return encode_chats(tokenizer, [(ex.context, ex.turns)], prompt_weight=1.0, answer_weight=aw)[0]
+
+    def _text(self, kind: str) -> str:
+        return {"sums": self.sums, "copy": self.copy, "recall": self.recall}[kind]()
 
     def tokenizer_texts(self) -> list[str]:
         """Plain text of ``tokenizer_docs`` documents of every kind (the tokenizer's training text)."""
@@ -155,8 +178,8 @@ class CorpusMaker:
             kind = self.kinds[i % len(self.kinds)]
             if kind == "bio":
                 out.append(self.bio())
-            elif kind in ("sums", "copy"):
-                out.append(self.sums() if kind == "sums" else self.copy())
+            elif kind in ("sums", "copy", "recall"):
+                out.append(self._text(kind))
             elif kind == "fact_qa":
                 out.append(" ".join(f"{q} {a}" for q, a in self.fact_qa()))
             else:

@@ -6,12 +6,15 @@ instances, the same key-sentence policy and the same answer forms:
 
 - **short form**: one instance; its key sentences plus one look-alike at a random position,
   then the question (a fact question is asked bare: it has no key sentence and no look-alike);
-- **long form**: several instances; their key sentences, each instance's in order, at random
-  depths of a long document of filler, then one question per instance, in random order, as
-  the turns of one chat. Filler is true statements about training subjects (never a held-out
-  subject; never naming a subject the example asks about) and look-alikes of the instances' keys.
+- **long form**: several instances; each instance's key sentences (in order) and its one
+  look-alike at random depths of a long document of filler, then one question per instance, in
+  random order, as the turns of one chat. Filler is true statements about training subjects
+  (never a held-out subject; never naming a subject the example asks about).
 
-So the arms differ in context length only. Reading, cloze and word problems are about *novel*
+So the arms differ in context length only: an instance brings the same sentences, one
+look-alike included, to either form, and the long form adds filler. (Until lensft 0.1 half the
+filler was look-alikes, 10-40 distractors per long document against one in the short form, so
+the forms also differed in the number of distractors.) Reading, cloze and word problems are about *novel*
 people and cities (names drawn fresh, :class:`lensft.organism.names.NovelNames`): nothing in
 them can be memorised, they must be read. Evaluation draws novel names and held-out subjects
 from the evaluation split, training from the rest. Word problems are the exception: their arithmetic is a small table
@@ -183,18 +186,20 @@ class TaskMaker:
         return Example(" ".join(parts), ((inst.question, inst.answer),), False, (inst,))
 
     def long(self, insts: Sequence[Instance], context_tokens: int) -> Example:
-        """The long form: every instance's keys at random depths of a ~``context_tokens`` document."""
+        """The long form: every instance's keys and one look-alike at random depths of a ~``context_tokens`` document.
+
+        An instance's keys keep their order; its look-alike goes to an independent random depth.
+        """
         keys = [(i, k) for i, inst in enumerate(insts) for k in inst.keys]
+        keys += [(-1, inst.look_alike()) for inst in insts if inst.look_alike is not None]
         avoid = {s for inst in insts for s in inst.subjects}
         filler_facts = [f for f in self.filler_facts if f.subject not in avoid and f.obj not in avoid] or self.filler_facts
-        makers = [inst.look_alike for inst in insts if inst.look_alike is not None]
         target = int(context_tokens * self.cpt)
         filler: list[str] = []
         n_chars = sum(len(k) + 1 for _, k in keys)
         while n_chars < target:
-            s = self._pick(makers)() if makers and self.rng.random() < 0.5 else T.statement(self._pick(filler_facts), self.rng)
-            filler.append(s)
-            n_chars += len(s) + 1
+            filler.append(T.statement(self._pick(filler_facts), self.rng))
+            n_chars += len(filler[-1]) + 1
         # keys of one instance keep their order: assign sorted slots per instance, then interleave
         slots = self.rng.integers(0, len(filler) + 1, size=len(keys))
         for i in range(len(insts)):
@@ -202,8 +207,9 @@ class TaskMaker:
             slots[idx] = np.sort(slots[idx])
         order = sorted(range(len(keys)), key=lambda j: (slots[j], j))
         text, offsets = _interleave(filler, [(int(slots[j]), keys[j][1]) for j in order])
+        key_offsets = tuple(o for o, j in zip(offsets, order) if keys[j][0] >= 0)  # look-alikes are not keys
         turns = tuple((insts[i].question, insts[i].answer) for i in self.rng.permutation(len(insts)))
-        return Example(text, turns, True, tuple(insts), tuple(offsets))
+        return Example(text, turns, True, tuple(insts), key_offsets)
 
     def filler_sentence(self) -> str:
         """A true statement about a training subject (haystack text)."""

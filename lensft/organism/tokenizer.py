@@ -50,8 +50,25 @@ def chat_text(turns: Iterable[tuple[str, str]]) -> str:
     return "".join(f"{USER}{u}{END}{ASSISTANT}{a}{END}" for u, a in turns)
 
 
+#: Answers of yes/no questions: each must be one token (the knowledge probe compares their first tokens).
+ANSWER_WORDS = ("yes", "no")
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE of ``vocab_size`` tokens (special tokens included) on ``texts``."""
+    """Train a byte-level BPE of ``vocab_size`` tokens (special tokens included) on ``texts``.
+
+    If an answer word of :data:`ANSWER_WORDS` is not one token (small vocabularies), the BPE is
+    trained again with those words primed like the syllables; a tokenizer that has them is the
+    first training's, unchanged.
+    """
+    texts = list(texts)
+    hf = _train(texts, vocab_size, ())
+    if all(len(hf.tokenize(w)) == 1 for w in ANSWER_WORDS):
+        return hf
+    return _train(texts, vocab_size, ANSWER_WORDS)
+
+
+def _train(texts: list[str], vocab_size: int, extra_primer: tuple[str, ...]) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.Prepend(" ")  # applied to each segment between special tokens
     tok.pre_tokenizer = pre_tokenizers.Sequence([
@@ -62,7 +79,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, min_frequency=2,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    primer = " ".join(f"{s} {s}{s}" for s in SYLLABLES)  # every syllable, with and without a space
+    # syllables with and without a space (and answer words, ten times: merged before the syllables)
+    primer = " ".join([*(f"{s} {s}{s}" for s in SYLLABLES), *(w for w in extra_primer for _ in range(10))])
     tok.train_from_iterator([*texts, *[primer] * 200], trainer=trainer)  # frequent enough to merge first
     bos_id = tok.token_to_id(BOS)
     tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B",
