@@ -161,8 +161,9 @@ class OrganismConfig(_Frozen):
 def reading_base() -> BaseConfig:
     """The base every full-size preset shares, and the one shipped with lensft (seed 0).
 
-    30M tokens of the mixture (recipe and the runs behind it: README, "The model organism"); a
-    variant that began with 4M tokens of copy drills alone read worse and is not used.
+    30M tokens of the mixture, copy and associative-recall drills included (recipe and the runs
+    behind it: README, "The model organism"); a variant that began with 4M tokens of copy drills
+    alone read worse, and one with reverse recall drills and more short tasks copied worse: not used.
     """
     world = WorldConfig(n_countries=10, n_cities=40, n_companies=20, n_people=240)
     corpus = CorpusConfig(shares={"bio": 0.15, "fact_qa": 0.05, "short_tasks": 0.18, "long_tasks": 0.14, "sums": 0.03,
