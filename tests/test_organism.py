@@ -321,11 +321,13 @@ def test_arms_share_tokens_and_answer_tokens(world, tokenizer) -> None:
     cost, share = turn_cost(tokenizer, [e.instances[0] for e in short.examples]), short.answer_share()
     check_reachable(share, cost)  # as the build checks before drawing long documents
 
-    def draw_long(ask: float):
-        n = int(rng.integers(100, 200))
+    lo, hi = CFG.sft.long_context_tokens
+
+    def draw_long(ask: float):  # documents and rows sized as the preset sizes them
+        n = int(rng.integers(lo, hi + 1))
         return maker.long([inst() for _ in range(questions_for(n, ask, cost, rng))], n)
 
-    long = fill_long_pool(draw_long, tokenizer, 20_000, 512, share)
+    long = fill_long_pool(draw_long, tokenizer, 20_000, CFG.sft.train.seq_len, share)
     arms = [arm_data(short, long, m, 18_000) for m in (0.0, 0.5, 1.0)]
     tokens = [a.tokens for a in arms]
     answers = [a.answer_tokens for a in arms]
@@ -333,6 +335,14 @@ def test_arms_share_tokens_and_answer_tokens(world, tokenizer) -> None:
     assert max(answers) - min(answers) <= 0.1 * max(answers), answers
     assert arms[0].long_examples == 0 and arms[2].short_examples == 0
     assert arms[2].questions > arms[2].long_examples  # long examples ask several questions
+
+
+def test_an_unreachable_long_share_raises_instead_of_looping(world, tokenizer) -> None:
+    """Documents whose instances alone overflow the row: the pool stops with a message, it never spins."""
+    maker = TaskMaker(world, np.random.default_rng(9), eval_split=False, chars_per_token=3.0)
+    with pytest.raises(ValueError, match="longer than 64 tokens"):
+        fill_long_pool(lambda ask: maker.long([maker.instance("reading") for _ in range(6)], 200), tokenizer, 5_000,
+                       64, 0.1)
 
 
 def test_templates_cover_every_relation() -> None:

@@ -2,7 +2,7 @@
 
 Task sets (kind ``task``, greedy exact match), each in the short form and, with the suffix
 ``_long``, in the long form (one question after a document of ``long_context_tokens`` tokens,
-its key sentences at a random depth):
+its key sentences and one look-alike each at a random depth):
 
 - ``fact_recall``: closed-book questions about held-out subjects (their facts are stated in the
   pretraining corpus, but never asked about in training), the World Capital / NQ analogue;
@@ -31,7 +31,7 @@ from lensft.organism.world import Fact, World
 from lensft.prompts.io import make_prompt_set, write_prompt_set
 from lensft.prompts.schema import ConflictItem, NeedleItem, Span, TaskItem
 
-VERSION = "2"
+VERSION = "3"  # 3: long-form items carry one look-alike, as short ones do (2: half the filler)
 NEEDLE_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 

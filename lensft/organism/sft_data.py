@@ -23,6 +23,7 @@ from lensft.organism.encoding import Encoded, encode_chats
 from lensft.organism.tasks import Example, Instance
 
 _BATCH = 64  # examples drawn and tokenised at a time
+_STALLED = 8  # batches in a row of long examples that all exceed the row length: the share is out of reach
 
 
 @dataclass
@@ -87,10 +88,14 @@ def fill_long_pool(draw: Callable[[float], Example], tokenizer: PreTrainedTokeni
     lengths are sized in characters, so their token counts drift), which drives the pool's
     answer share to ``share``.
     """
-    pool, total, answers, ask = Pool([], []), 0, 0, share
+    pool, total, answers, ask, empty = Pool([], []), 0, 0, share, 0
     while total < budget:
         t, a = _add(pool, [draw(ask) for _ in range(_BATCH // 8)], tokenizer, budget - total, max_len)  # long ones are large
         total, answers = total + t, answers + a
+        empty = 0 if t else empty + 1
+        if empty == _STALLED:
+            raise ValueError(f"long examples asked for answer share {ask:.3f} are all longer than {max_len} tokens; "
+                             "give long documents more tokens (long_context_tokens) or rows more room (seq_len)")
         if answers:
             ask = float(np.clip(ask * share / (answers / total), 0.5 * share, 2.0 * share))
     return pool

@@ -12,9 +12,10 @@ instances, the same key-sentence policy and the same answer forms:
   (never a held-out subject; never naming a subject the example asks about).
 
 So the arms differ in context length only: an instance brings the same sentences, one
-look-alike included, to either form, and the long form adds filler. (Until lensft 0.1 half the
-filler was look-alikes, 10-40 distractors per long document against one in the short form, so
-the forms also differed in the number of distractors.) Reading, cloze and word problems are about *novel*
+look-alike included, to either form, and the long form adds filler. (In evaluation sets before
+version 3 half the filler was look-alikes, 10-40 distractors per long document against one in
+the short form, so the forms also differed in the number of distractors.) Reading, cloze and
+word problems are about *novel*
 people and cities (names drawn fresh, :class:`lensft.organism.names.NovelNames`): nothing in
 them can be memorised, they must be read. Evaluation draws novel names and held-out subjects
 from the evaluation split, training from the rest. Word problems are the exception: their arithmetic is a small table
