@@ -43,6 +43,8 @@ from lensft.organism.tasks import TaskMaker, arithmetic_triple
 from lensft.organism.world import World
 
 KINDS = ("bio", "fact_qa", "short_tasks", "long_tasks", "sums", "copy", "recall")
+#: Kinds that are plain text (no chat turns).
+TEXT_KINDS = ("bio", "sums", "copy", "recall")
 
 
 class CorpusMaker:
@@ -159,9 +161,7 @@ class CorpusMaker:
 
     def _encode(self, kind: str, tokenizer: PreTrainedTokenizerBase) -> Encoded:
         aw = self.cfg.corpus.answer_weight
-        if kind == "bio":
-            return encode_texts(tokenizer, [self.bio()])[0]
-        if kind in ("sums", "copy", "recall"):
+        if kind in TEXT_KINDS:
             return encode_texts(tokenizer, [self._text(kind)])[0]
         if kind == "fact_qa":
             return encode_chats(tokenizer, [("", tuple(self.fact_qa()))], prompt_weight=1.0, answer_weight=aw)[0]
@@ -169,16 +169,14 @@ class CorpusMaker:
         return encode_chats(tokenizer, [(ex.context, ex.turns)], prompt_weight=1.0, answer_weight=aw)[0]
 
     def _text(self, kind: str) -> str:
-        return {"sums": self.sums, "copy": self.copy, "recall": self.recall}[kind]()
+        return {"bio": self.bio, "sums": self.sums, "copy": self.copy, "recall": self.recall}[kind]()
 
     def tokenizer_texts(self) -> list[str]:
         """Plain text of ``tokenizer_docs`` documents of every kind (the tokenizer's training text)."""
         out = []
         for i in range(self.cfg.corpus.tokenizer_docs):
             kind = self.kinds[i % len(self.kinds)]
-            if kind == "bio":
-                out.append(self.bio())
-            elif kind in ("sums", "copy", "recall"):
+            if kind in TEXT_KINDS:
                 out.append(self._text(kind))
             elif kind == "fact_qa":
                 out.append(" ".join(f"{q} {a}" for q, a in self.fact_qa()))
