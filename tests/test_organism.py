@@ -196,8 +196,10 @@ def test_word_problems_draw_the_whole_table_that_sums_state(world) -> None:
     for _ in range(6000):
         a = maker.arithmetic()
         drawn.add((a.meta["op"], a.meta["a"], a.meta["b"]))
-        assert int(a.answer) == {"+": a.meta["a"] + a.meta["b"], "-": a.meta["a"] - a.meta["b"],
-                                 "x": a.meta["a"] * a.meta["b"]}[a.meta["op"]]
+        x, y = a.meta["a"], a.meta["b"]
+        word, c = {"+": ("plus", x + y), "-": ("minus", x - y), "x": ("times", x * y)}[a.meta["op"]]
+        assert a.answer == f"{x} {word} {y} is {c}"  # worked answer: the sums corpus's sentence
+        assert re.search(rf"\b{x}\b", " ".join(a.keys)) and re.search(rf"\b{y}\b", " ".join(a.keys))
     assert drawn <= table and len(drawn) >= 0.97 * len(table)
     from lensft.organism.config import preset
     from lensft.organism.corpus import CorpusMaker
@@ -308,7 +310,9 @@ def test_take_picks_the_closest_prefix() -> None:
 def test_arms_share_tokens_and_answer_tokens(world, tokenizer) -> None:
     """Short and long pools built like the build does: the arms' answer-token counts match."""
     rng = np.random.default_rng(8)
-    maker = TaskMaker(world, rng, eval_split=False, chars_per_token=3.0)
+    texts = CorpusMaker(world, CFG.base, np.random.default_rng(0)).tokenizer_texts()[:300]  # as the build measures it
+    cpt = sum(map(len, texts)) / sum(len(e.ids) for e in tokenizer.backend_tokenizer.encode_batch(texts))
+    maker = TaskMaker(world, rng, eval_split=False, chars_per_token=cpt)
     names = list(CFG.base.task_weights)
     p = np.array([CFG.base.task_weights[t] for t in names]) / sum(CFG.base.task_weights.values())
 
@@ -412,6 +416,27 @@ def test_copy_first_phase_draws_copy_drills_alone_then_the_mixture(world, tokeni
     assert not all(is_drill(e) for e in later) and any(e.answer.any() for e in later)  # the mixture, chats included
     assert CorpusConfig().copy_first_tokens == 0
     assert copy_only.chunk(tokenizer, 1000)[0].ids.tolist() == first[0][0].ids.tolist()  # one stream, reproducible
+
+
+def test_final_phase_draws_its_own_shares_for_the_last_tokens(world, tokenizer) -> None:
+    """The tiny base has 16k pretraining tokens; a 6k-token final phase of sums alone starts at 10k."""
+    from lensft.organism.config import preset
+    from lensft.organism.corpus import CorpusMaker
+
+    base = preset("tiny").base
+    assert base.pretrain.tokens == 16_000
+    corpus = base.corpus.model_copy(update={"final_tokens": 6000, "final_shares": {"sums": 1.0}})
+    cm = CorpusMaker(world, base.model_copy(update={"corpus": corpus}), np.random.default_rng(4))
+
+    def is_sums(e) -> bool:  # twelve "a op b is c." sentences and nothing else
+        return re.fullmatch(r"( ?\d+ (plus|minus|times) \d+ is \d+\.){12}", tokenizer.decode(e.ids[1:]).strip()) is not None
+
+    before = []
+    while cm.drawn < 10_000:
+        before += cm.chunk(tokenizer, 1000)
+    assert not all(is_sums(e) for e in before) and any(e.answer.any() for e in before)  # the mixture
+    after = cm.chunk(tokenizer, 2000)
+    assert after and all(is_sums(e) for e in after)
 
 
 def test_recall_drill_asks_listed_pairs_of_novel_training_names(world) -> None:

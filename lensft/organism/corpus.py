@@ -61,14 +61,14 @@ class CorpusMaker:
         self._task_names = names
         w = np.array([cfg.task_weights[t] for t in names], dtype=np.float64)
         self._task_p = w / w.sum()
-        shares = cfg.corpus.shares
-        self.kinds = [k for k in KINDS if shares.get(k, 0.0) > 0]
-        unknown = set(shares) - set(KINDS)
+        shares, final = cfg.corpus.shares, cfg.corpus.final_shares or cfg.corpus.shares
+        unknown = (set(shares) | set(final)) - set(KINDS)
         if unknown:
             raise ValueError(f"unknown corpus document kinds {sorted(unknown)}; kinds are {KINDS}")
-        s = np.array([shares[k] for k in self.kinds], dtype=np.float64)
-        self.shares = s / s.sum()
-        self.drawn = 0  # tokens drawn so far (the copy-first phase ends at cfg.corpus.copy_first_tokens)
+        self.kinds = [k for k in KINDS if shares.get(k, 0.0) > 0 or final.get(k, 0.0) > 0]
+        self.shares, self.final_shares = _normalised(shares, self.kinds), _normalised(final, self.kinds)
+        self.drawn = 0  # tokens drawn so far (the copy-first phase ends at copy_first_tokens, the final one starts
+        self._final_from = cfg.pretrain.tokens - cfg.corpus.final_tokens  # at pretrain.tokens - final_tokens)
 
     def _pick(self, seq):
         return seq[int(self.rng.integers(len(seq)))]
@@ -95,7 +95,7 @@ class CorpusMaker:
         out = []
         for _ in range(12):
             op, a, b = arithmetic_triple(self.rng)
-            out.append([f"{a} plus {b} is {a + b}.", f"{a} minus {b} is {a - b}.", f"{a} times {b} is {a * b}."][op])
+            out.append(T.arithmetic_fact(op, a, b) + ".")
         return " ".join(out)
 
     def copy(self) -> str:
@@ -137,7 +137,9 @@ class CorpusMaker:
         """About ``n_tokens`` tokens of encoded documents, in draw order.
 
         Loss weights: 1 for every token but BOS, ``answer_weight`` for assistant answers. While
-        fewer than ``copy_first_tokens`` tokens are drawn, a chunk holds copy drills only.
+        fewer than ``copy_first_tokens`` tokens are drawn, a chunk holds copy drills only; once
+        ``pretrain.tokens - final_tokens`` are drawn (with ``final_tokens`` set), chunks follow
+        ``final_shares``.
         """
         if self.drawn < self.cfg.corpus.copy_first_tokens:
             out, n = [], 0
@@ -146,11 +148,12 @@ class CorpusMaker:
                 n += len(out[-1])
             self.drawn += n
             return out
-        budget = self.shares * n_tokens
+        shares = self.final_shares if self.cfg.corpus.final_tokens and self.drawn >= self._final_from else self.shares
+        budget = shares * n_tokens
         used = np.zeros(len(self.kinds))
         out: list[Encoded] = []
         while (used < budget).any():
-            k = int(self.rng.choice(len(self.kinds), p=self.shares))
+            k = int(self.rng.choice(len(self.kinds), p=shares))
             if used[k] >= budget[k]:
                 continue
             seq = self._encode(self.kinds[k], tokenizer)
@@ -184,3 +187,9 @@ class CorpusMaker:
                 ex = self.short_task() if kind == "short_tasks" else self.long_task()
                 out.append(" ".join([ex.context, *[f"{q} {a}" for q, a in ex.turns]]))
         return out
+
+
+def _normalised(shares: dict[str, float], kinds: list[str]) -> np.ndarray:
+    """``shares`` over ``kinds`` (0 where absent), summing to 1, float64 ``[len(kinds)]``."""
+    s = np.array([shares.get(k, 0.0) for k in kinds], dtype=np.float64)
+    return s / s.sum()

@@ -31,7 +31,7 @@ from lensft.organism.world import Fact, World
 from lensft.prompts.io import make_prompt_set, write_prompt_set
 from lensft.prompts.schema import ConflictItem, NeedleItem, Span, TaskItem
 
-VERSION = "3"  # 3: long-form items carry one look-alike, as short ones do (2: half the filler)
+VERSION = "4"  # 4: word problems have worked answers; 3: long-form items carry one look-alike (2: half the filler)
 NEEDLE_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 

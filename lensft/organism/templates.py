@@ -64,6 +64,18 @@ CLOZE_HEAD = "Complete the text with one word."
 
 # -- arithmetic word problems ------------------------------------------------------------------
 ITEMS = ["apples", "coins", "books", "stamps", "pens", "shells", "cards", "marbles", "cups", "keys"]
+#: Words of the arithmetic operations, by op code (0 ``+``, 1 ``-``, 2 ``x``).
+OPERATIONS = ("plus", "minus", "times")
+
+
+def arithmetic_fact(op: int, a: int, b: int) -> str:
+    """A fact of the arithmetic table in its one phrasing, ``"12 plus 7 is 19"`` (no final period).
+
+    The ``sums`` corpus states the table this way, and a word problem's answer is this sentence
+    for its operands (a worked answer: read the operands, then apply the memorised fact).
+    """
+    c = (a + b, a - b, a * b)[op]
+    return f"{a} {OPERATIONS[op]} {b} is {c}"
 
 
 def statement(fact: Fact, rng: np.random.Generator, obj: str | None = None) -> str:
