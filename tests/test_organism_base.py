@@ -71,22 +71,23 @@ def test_shipped_base_remembers_and_reads(quick_sets: dict[str, Path]) -> None:
     """What the shipped base does, guarded against regressions (bounds below the measured values).
 
     Measured (2026-11-26, 60 items per set; README's organism table): closed-book recall 1.00 on
-    subjects whose questions were trained and 1.00 on held-out ones, reading 0.87 (within 64
-    tokens) and 0.77 (300-1,000 tokens), needle copy 0.90 at 1,000 tokens, 2 retrieval heads.
-    Issue 12's targets for recall, long-context reading (0.7), needle copy and retrieval heads are
-    met; short-context reading (0.9) is NOT. A base that loses its memory or its reading fails here.
+    subjects whose questions were trained and 0.98 on held-out ones, reading 0.93 (within 64
+    tokens; reverse "who" questions 9/12) and 0.73 (300-1,000 tokens; reverse questions 0/16),
+    word problems 1.00 (worked answers), needle copy 1.00 at 1,000 tokens, 2 retrieval heads.
+    Every issue 12 target for the base is met. A base that loses its memory or its reading fails here.
     """
     from lensft.organism.evaluate import evaluate_checkpoint
 
-    sets = {n: quick_sets[n] for n in ("fact_recall", "fact_recall_seen", "reading", "reading_long", "needle")}
-    s = evaluate_checkpoint(shipped.SHIPPED_DIR, sets, label="base")
+    names = ("fact_recall", "fact_recall_seen", "reading", "reading_long", "arithmetic", "needle")
+    s = evaluate_checkpoint(shipped.SHIPPED_DIR, {n: quick_sets[n] for n in names}, label="base")
     assert s.accuracy["fact_recall_seen"] >= 0.9, s  # memorised: questions about these subjects were trained
-    assert s.accuracy["fact_recall"] >= 0.9, s  # held-out subjects (seen only in biographies): issue 12's target, met
-    assert s.accuracy["reading"] >= 0.75, s  # novel entities, within 64 tokens
-    assert s.accuracy["reading_long"] >= 0.7, s  # 300-1,000 tokens, statement at a random depth: target, met
+    assert s.accuracy["fact_recall"] >= 0.9, s  # held-out subjects (seen only in biographies): issue 12's target
+    assert s.accuracy["reading"] >= 0.85, s  # novel entities, within 64 tokens (target 0.9, measured 0.93)
+    assert s.accuracy["reading_long"] >= 0.65, s  # 300-1,000 tokens, random depth (target 0.7, measured 0.73)
+    assert s.accuracy["arithmetic"] >= 0.9, s  # read two operands, apply the memorised table
     assert s.n_retrieval_heads is not None and s.n_retrieval_heads >= 1, s
     assert s.max_retrieval_score is not None and s.max_retrieval_score > 0.5, s
     longest = max(s.needle_copy_by_length)
-    assert s.needle_copy_by_length[longest] >= 0.8, s  # issue 12's target, met
+    assert s.needle_copy_by_length[longest] >= 0.8, s  # issue 12's target
     ps = read_prompt_set(quick_sets["needle"])
     assert longest == max(it.context_tokens for it in ps.items)

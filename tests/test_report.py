@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lensft.report.claims import claims_table
@@ -82,7 +83,8 @@ def test_claims_are_computed_from_per_item_results(study_dir: Path, tmp_path: Pa
     copy = tmp_path / "study"
     shutil.copytree(study_dir, copy)
     before = {c.id: c for c in claims_table(StudyData.load(copy))}
-    assert len(before) == 9 and before[1].verdict != "not measured"
+    assert len(before) == 9  # the tiny organism answers nothing: claim 1 is at the floor, not measured
+    assert before[1].verdict == "not measured" and before[1].check.startswith("floor"), before[1].check
     # Make the long arm right on every item the short arm gets wrong, and vice versa: claim 1 must follow.
     record = StudyRecord.load(copy)
     short = load_result(copy / next(u for u in record.units("short_tasks") if u.model.label == "short").file)
@@ -97,6 +99,34 @@ def test_claims_are_computed_from_per_item_results(study_dir: Path, tmp_path: Pa
     assert claims_table(StudyData.load(copy))[0].verdict == "contradicted"
     write_report(copy, png=False)
     assert "contradicted" in (copy / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_ceiling_is_not_measured_and_one_wrong_item_lifts_it(study_dir: Path, tmp_path: Path) -> None:
+    """Every arm right on every item: the accuracy claims cannot tell arms apart (check, not a finding)."""
+    copy = tmp_path / "ceiling"
+    shutil.copytree(study_dir, copy)
+    labels = {u.model.label for u in StudyRecord.load(copy).units("short_tasks")}
+    for label in labels:
+        _set_correct(copy, label, lambda rec: True)
+    claims = {c.id: c for c in claims_table(StudyData.load(copy))}
+    assert claims[1].verdict == "not measured" and claims[1].check.startswith("ceiling"), claims[1].check
+    assert claims[1].parts[0].interval.low == claims[1].parts[0].interval.high == 0.0  # what the check guards
+    assert claims[8].verdict == "not measured" and claims[8].check.startswith("ceiling"), claims[8].check
+    assert "ties shared" in claims[8].parts[0].detail
+    first = {}
+    _set_correct(copy, "long", lambda rec: first.setdefault("id", rec["id"]) != rec["id"])  # one item wrong
+    assert claims_table(StudyData.load(copy))[0].check is None
+
+
+def test_tied_best_arms_share_the_probability() -> None:
+    from lensft.report.measures import Items
+    from lensft.report.mixes import best_arms
+
+    same = np.array([1.0, 0.0, 1.0, 1.0])
+    t = [Items(["a", "b", "c", "d"], {"correct": same}) for _ in range(3)]
+    assert best_arms(t)(np.ones((2, 4))).tolist() == [[1 / 3] * 3] * 2  # a three-way tie: a third each
+    t[1] = Items(["a", "b", "c", "d"], {"correct": np.ones(4)})
+    assert best_arms(t)(np.ones((1, 4))).tolist() == [[0.0, 1.0, 0.0]]
 
 
 def test_report_rewrite_is_byte_identical(study_dir: Path, tmp_path: Path) -> None:

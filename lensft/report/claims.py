@@ -13,7 +13,7 @@ from typing import Callable, Optional
 
 from lensft.report.data import ANALOGUE, LONG, SHORT, StudyData
 from lensft.report.knowledge import knowledge_claim
-from lensft.report.measures import diff_of_means, interval, task_correct
+from lensft.report.measures import ceiling_check, diff_of_means, interval, task_correct
 from lensft.report.mechanisms import entropy_claim, ffn_claim, retrieval_claim
 from lensft.report.mixes import mix_peak_claim, retrieval_mix_claim
 from lensft.report.verdicts import Claim, Part, not_measured
@@ -45,7 +45,8 @@ def claim_long_beats_short(d: StudyData) -> Claim:
     per_task = [(t, interval(d, ("short_tasks",), [SHORT, LONG], task_correct(t), diff_of_means("correct")))
                 for t in d.tasks()]
     note = "per task: " + "; ".join(f"{t} {iv.fmt(100, 1, ' pp', signed=True)}" for t, iv in per_task if iv)
-    return Claim(1, text, paper, [part], check=_too_few([part]), note=note)
+    check = _too_few([part]) or ceiling_check(d, ("short_tasks",), [SHORT, LONG], None)
+    return Claim(1, text, paper, [part], check=check, note=note)
 
 
 def _swap_claim(d: StudyData, n: int, block: Role, benchmark: str, paper: str) -> Claim:
@@ -62,7 +63,8 @@ def _swap_claim(d: StudyData, n: int, block: Role, benchmark: str, paper: str) -
                             swap(Variant.LONG, Variant.SHORT, block), task, -1)]
     if any(p.interval is None for p in parts):
         return not_measured(n, text, paper, "the module-swap step did not run", parts)
-    return Claim(n, text, paper, parts, check=_too_few(parts),
+    models = [SHORT, LONG, swap(Variant.SHORT, Variant.LONG, block), swap(Variant.LONG, Variant.SHORT, block)]
+    return Claim(n, text, paper, parts, check=_too_few(parts) or ceiling_check(d, steps, models, task),
                  note="each swap keeps everything but the swapped block from its host (the paper's definition)")
 
 

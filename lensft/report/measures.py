@@ -156,3 +156,21 @@ def diff_of_means(col: str) -> Builder:
 def mean_of(col: str, reduce: Callable[[np.ndarray], np.ndarray] = lambda x: x) -> Builder:
     """mean of one column of the first model (``reduce`` maps [draws, ...] to [draws])."""
     return lambda t: (lambda w: reduce(wmean(w, t[0][col])))
+
+
+# --- validity ------------------------------------------------------------------------------------
+def ceiling_check(d: StudyData, steps: Sequence[str], models: Sequence[ModelRef], task: Optional[str]) -> Optional[str]:
+    """Why a comparison of ``models``' accuracies on ``task`` cannot move, or None.
+
+    When every model answers every item right (a ceiling) or every item wrong (a floor), in every
+    replicate, each bootstrap draw of any difference is 0: the interval [0, 0] says the items
+    cannot tell the models apart, not that they are equal.
+    """
+    ivs = [interval(d, steps, [m], task_correct(task), mean_of("correct")) for m in models]
+    if not ivs or any(iv is None for iv in ivs):
+        return None
+    for level, word, kind in ((1.0, "right", "ceiling"), (0.0, "wrong", "floor")):
+        if all(iv.low == iv.high == level for iv in ivs):  # type: ignore[union-attr]
+            return (f"{kind}: every model compared answers every {task or 'task'} item {word}, "
+                    "so these items cannot show a difference")
+    return None

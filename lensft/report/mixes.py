@@ -13,18 +13,18 @@ from __future__ import annotations
 import numpy as np
 
 from lensft.report.data import ANALOGUE, StudyData
-from lensft.report.measures import Items, distribution, interval, retrieval_items, task_correct
+from lensft.report.measures import Items, ceiling_check, distribution, interval, retrieval_items, task_correct
 from lensft.report.mechanisms import head_scores, retrieval_check
 from lensft.report.stats import wmean
 from lensft.report.verdicts import Claim, Part, not_measured
 
 
-def best_share(t: list[Items], wanted: np.ndarray):
-    """Statistic: the share of the tied-best arms (by accuracy) that are ``wanted`` (bool per arm)."""
+def best_arms(t: list[Items]):
+    """Statistic: each arm's share of the best accuracy, ``[draws, arm]`` (tied-best arms share 1 equally)."""
     def f(w: np.ndarray) -> np.ndarray:
         acc = np.stack([wmean(w, x["correct"]) for x in t], axis=1)  # [draws, arm]
         top = np.isclose(acc, acc.max(axis=1, keepdims=True), rtol=0, atol=1e-12)
-        return (top & wanted).sum(1) / top.sum(1)
+        return top / top.sum(1, keepdims=True)
     return f
 
 
@@ -32,15 +32,14 @@ def _best_part(d: StudyData, task: str, benchmark: str, which: str) -> Part:
     arms = d.sft_arms("short_tasks")
     fr = np.array([float(m.long_fraction) for m in arms])  # type: ignore[arg-type]
     wanted = (fr > 0) & (fr < 1) if which == "mix" else fr == 1.0
-    draws = distribution(d, ("short_tasks",), arms, task_correct(task), lambda t: best_share(t, wanted))
+    name = f"P(best arm on {task} ({benchmark}) is {'an interior mix' if which == 'mix' else 'long-only'})"
+    draws = distribution(d, ("short_tasks",), arms, task_correct(task), best_arms)  # [draws, arm]
     if draws.size == 0:
-        return Part(f"P(best arm on {task} is {'a mix' if which == 'mix' else 'long-only'})", +1)
-    top = distribution(d, ("short_tasks",), arms, task_correct(task),
-                       lambda t: (lambda w: np.argmax(np.stack([wmean(w, x['correct']) for x in t], 1), 1).astype(float)))
-    share = {f"{100 * f:.0f}%": float(np.mean(top == k)) for k, f in enumerate(fr)}
-    detail = "best arm over resamples: " + ", ".join(f"{k} long {v:.2f}" for k, v in share.items() if v > 0)
-    return Part(f"P(best arm on {task} ({benchmark}) is {'an interior mix' if which == 'mix' else 'long-only'})", +1,
-                support=float(draws.mean()), detail=detail)
+        return Part(name, +1)
+    share = draws.mean(0)
+    detail = "best arm over resamples, ties shared: " + ", ".join(
+        f"{100 * f:.0f}% long {v:.2f}" for f, v in zip(fr, share) if v > 0)
+    return Part(name, +1, support=float(draws[:, wanted].sum(1).mean()), detail=detail)
 
 
 def mix_peak_claim(d: StudyData) -> Claim:
@@ -51,7 +50,9 @@ def mix_peak_claim(d: StudyData) -> Claim:
     missing = [t for t in (g, m) if t not in d.tasks()]
     if missing:
         return not_measured(8, text, paper, f"the task set has no {', '.join(missing)} items")
-    return Claim(8, text, paper, [_best_part(d, g, "GSM8K", "mix"), _best_part(d, m, "MMLU", "long")],
+    arms = d.sft_arms("short_tasks")
+    check = ceiling_check(d, ("short_tasks",), arms, g) or ceiling_check(d, ("short_tasks",), arms, m)
+    return Claim(8, text, paper, [_best_part(d, g, "GSM8K", "mix"), _best_part(d, m, "MMLU", "long")], check=check,
                  note="P is the bootstrap probability of the statement; it holds at P ≥ 0.95 and is contradicted at P ≤ 0.05")
 
 
