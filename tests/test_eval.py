@@ -155,6 +155,20 @@ def test_exported_prompt_set_matches_short_tasks(pico_triples, family: str, chat
     assert {tuple(r["groups"]) for r in run.result.records} == {("toy",)}
 
 
+def test_a_checkpoints_own_max_new_tokens_does_not_cut_lm_eval_answers(pico_triples) -> None:
+    """transformers lets ``generation_config.max_new_tokens`` override lm-eval's ``max_length``; the
+    harness clears it while lm-eval runs (the organism's checkpoints set 16), then restores it."""
+    h = load_model(pico_triples["llama"][Variant.BASE])
+    h.model.generation_config.max_new_tokens = 2
+    ps = _same_items_as_prompt_set(chat=False)
+    run = _lm_eval(h, ps, max_new_tokens=8, batch_size=3)
+    assert h.model.generation_config.max_new_tokens == 2
+    reference = score_tasks(h, ps, ShortTaskSettings(max_new_tokens=8, batch_size=3))
+    _check_against_short_tasks(run, reference, {"toy_toy_gen": "toy_gen", "toy_toy_mc": "toy_mc"})
+    lengths = [len(encode_continuation(h, r["prediction"])) for r in reference.records if r["mode"] == "generate"]
+    assert max(lengths) > 2, lengths  # the reference answers are longer than the checkpoint's own limit
+
+
 def test_registered_task_over_local_files(llama_triple, tmp_path) -> None:
     """gsm8k_cot from lm-eval's registry, its dataset replaced by a local JSONL (nothing cached)."""
     data = tmp_path / "gsm8k-test.jsonl"

@@ -13,6 +13,7 @@ side on the tokenizer it is given), so later probes on the same handle see it un
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -20,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from lensft.atomic import write_json_atomic, write_text_atomic
 from lensft.errors import EvaluationError, OutputExists
@@ -122,6 +123,26 @@ def _task_sources(s: HarnessSettings, prompts: Optional[PromptSet], scratch: Pat
     return [exported.group], [*s.include_path, exported.path], chat
 
 
+@contextlib.contextmanager
+def _own_length_limit(model: Any) -> Iterator[None]:
+    """Clear the checkpoint's ``generation_config.max_new_tokens`` while lm-eval runs.
+
+    lm-eval bounds a generation with ``max_length`` (prompt + the task's ``max_gen_toks``); a
+    checkpoint whose generation config sets ``max_new_tokens`` overrides that in transformers, so
+    answers were cut at the checkpoint's length instead of the task's (the organism's 16 tokens
+    against the exported tasks' 24).
+    """
+    gen = getattr(model, "generation_config", None)
+    saved = getattr(gen, "max_new_tokens", None)
+    if gen is not None:
+        gen.max_new_tokens = None
+    try:
+        yield
+    finally:
+        if gen is not None:
+            gen.max_new_tokens = saved
+
+
 def _evaluate(handle: ModelHandle, s: HarnessSettings, tm: Any, objs: list[Any],
               chat: bool) -> tuple[dict[str, Any], bool]:
     """lm-eval's results dict for ``objs`` on the handle's model, and whether chat was applied."""
@@ -134,11 +155,12 @@ def _evaluate(handle: ModelHandle, s: HarnessSettings, tm: Any, objs: list[Any],
         chat = False
     lm = HFLM(pretrained=handle.model, tokenizer=tok, batch_size=s.batch_size)
     try:
-        out = lm_eval.simple_evaluate(
-            model=lm, tasks=objs, task_manager=tm, num_fewshot=s.num_fewshot, limit=s.lm_eval_limit(),
-            log_samples=s.log_samples, bootstrap_iters=s.bootstrap_iters, apply_chat_template=chat,
-            fewshot_as_multiturn=chat, gen_kwargs=s.gen_kwargs or None, fewshot_random_seed=s.fewshot_seed,
-            confirm_run_unsafe_code=s.confirm_run_unsafe_code)
+        with _own_length_limit(handle.model):
+            out = lm_eval.simple_evaluate(
+                model=lm, tasks=objs, task_manager=tm, num_fewshot=s.num_fewshot, limit=s.lm_eval_limit(),
+                log_samples=s.log_samples, bootstrap_iters=s.bootstrap_iters, apply_chat_template=chat,
+                fewshot_as_multiturn=chat, gen_kwargs=s.gen_kwargs or None, fewshot_random_seed=s.fewshot_seed,
+                confirm_run_unsafe_code=s.confirm_run_unsafe_code)
     except ValueError as e:
         if "unsafe" in str(e).lower():
             raise EvaluationError(f"{str(e).splitlines()[0]} Allow it only where running model-written code is "

@@ -8,8 +8,9 @@ true). The verdict:
 - **holds**: every part's interval excludes zero in the paper's direction;
 - **contradicted**: some part's interval excludes zero the other way;
 - **inconclusive**: neither;
-- **not measured**: a named validity check failed (e.g. fewer than 10 copied needles) or the
-  experiment did not run. That is not a negative finding.
+- **not measured**: a named validity check failed (e.g. fewer than 10 copied needles, or every
+  compared model right on every item: a ceiling) or the experiment did not run. That is not a
+  negative finding.
 """
 
 from __future__ import annotations
