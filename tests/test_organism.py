@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from lensft.organism import templates as T
 from lensft.organism.config import preset
-from lensft.organism.corpus import CorpusMaker
+from lensft.organism.corpus import CorpusMaker, chars_per_token
 from lensft.organism.encoding import encode_chats, encode_texts
 from lensft.organism.names import SYLLABLES, NovelNames, is_eval_name
 from lensft.organism.packing import pack
@@ -201,8 +201,6 @@ def test_word_problems_draw_the_whole_table_that_sums_state(world) -> None:
         assert a.answer == f"{x} {word} {y} is {c}"  # worked answer: the sums corpus's sentence
         assert re.search(rf"\b{x}\b", " ".join(a.keys)) and re.search(rf"\b{y}\b", " ".join(a.keys))
     assert drawn <= table and len(drawn) >= 0.97 * len(table)
-    from lensft.organism.config import preset
-    from lensft.organism.corpus import CorpusMaker
     cm = CorpusMaker(world, preset("tiny").base, np.random.default_rng(3))
     stated = set()
     for _ in range(600):
@@ -310,9 +308,7 @@ def test_take_picks_the_closest_prefix() -> None:
 def test_arms_share_tokens_and_answer_tokens(world, tokenizer) -> None:
     """Short and long pools built like the build does: the arms' answer-token counts match."""
     rng = np.random.default_rng(8)
-    texts = CorpusMaker(world, CFG.base, np.random.default_rng(0)).tokenizer_texts()[:300]  # as the build measures it
-    cpt = sum(map(len, texts)) / sum(len(e.ids) for e in tokenizer.backend_tokenizer.encode_batch(texts))
-    maker = TaskMaker(world, rng, eval_split=False, chars_per_token=cpt)
+    maker = TaskMaker(world, rng, eval_split=False, chars_per_token=chars_per_token(world, CFG.base, tokenizer))
     names = list(CFG.base.task_weights)
     p = np.array([CFG.base.task_weights[t] for t in names]) / sum(CFG.base.task_weights.values())
 
@@ -397,7 +393,6 @@ def test_capability_targets_read_the_scores_they_name() -> None:
 
 def test_copy_first_phase_draws_copy_drills_alone_then_the_mixture(world, tokenizer) -> None:
     from lensft.organism.config import CorpusConfig, preset
-    from lensft.organism.corpus import CorpusMaker
 
     base = preset("tiny").base
     cfg = base.model_copy(update={"corpus": base.corpus.model_copy(update={"copy_first_tokens": 3000})})
@@ -420,9 +415,6 @@ def test_copy_first_phase_draws_copy_drills_alone_then_the_mixture(world, tokeni
 
 def test_final_phase_draws_its_own_shares_for_the_last_tokens(world, tokenizer) -> None:
     """The tiny base has 16k pretraining tokens; a 6k-token final phase of sums alone starts at 10k."""
-    from lensft.organism.config import preset
-    from lensft.organism.corpus import CorpusMaker
-
     base = preset("tiny").base
     assert base.pretrain.tokens == 16_000
     corpus = base.corpus.model_copy(update={"final_tokens": 6000, "final_shares": {"sums": 1.0}})
@@ -441,8 +433,6 @@ def test_final_phase_draws_its_own_shares_for_the_last_tokens(world, tokenizer) 
 
 def test_recall_drill_asks_listed_pairs_of_novel_training_names(world) -> None:
     from lensft.organism import names
-    from lensft.organism.config import preset
-    from lensft.organism.corpus import CorpusMaker
 
     cm = CorpusMaker(world, preset("tiny").base, np.random.default_rng(5))
     taken = world.words()
@@ -463,8 +453,6 @@ def test_recall_drill_asks_listed_pairs_of_novel_training_names(world) -> None:
 
 def test_yes_no_answers_are_single_tokens_even_in_a_small_vocabulary(world) -> None:
     """A small BPE may not merge them on its own (``yes`` -> ``Ġ y es``); the tokenizer primes them then."""
-    from lensft.organism.config import preset
-    from lensft.organism.corpus import CorpusMaker
     from lensft.organism.tokenizer import ANSWER_WORDS, _train
 
     texts = CorpusMaker(world, preset("tiny").base, np.random.default_rng(0)).tokenizer_texts()

@@ -55,13 +55,12 @@ def quick_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from transformers import AutoTokenizer
 
     from lensft.organism.build import _EVAL
-    from lensft.organism.corpus import CorpusMaker
+    from lensft.organism.corpus import chars_per_token
 
     cfg = preset("quick")
     world = make_world(cfg.base.world, cfg.seed)
     tok = AutoTokenizer.from_pretrained(str(shipped.SHIPPED_DIR))
-    texts = CorpusMaker(world, cfg.base, np.random.default_rng(0)).tokenizer_texts()[:300]
-    cpt = sum(map(len, texts)) / sum(len(e.ids) for e in tok.backend_tokenizer.encode_batch(texts, add_special_tokens=False))
+    cpt = chars_per_token(world, cfg.base, tok)
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, _EVAL]))
     return write_eval_sets(world, cfg.eval, rng, tmp_path_factory.mktemp("sets"), cpt)
 

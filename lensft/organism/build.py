@@ -49,7 +49,7 @@ from lensft.organism import shipped
 from lensft.organism.builddir import (RESUME_EVERY, RESUME_EVERY_ENV, build_dir, check_dir, check_path,  # noqa: F401
                                      default_cache_dir, resume_every)
 from lensft.organism.config import ConfigOrPreset, OrganismConfig, resolve
-from lensft.organism.corpus import CorpusMaker
+from lensft.organism.corpus import CorpusMaker, chars_per_token
 from lensft.organism.evalsets import write_eval_sets
 from lensft.organism.manifest import ArmRecord, BaseRecord, BuildManifest, TrainingRecord
 from lensft.organism.packing import pack, stream
@@ -159,9 +159,7 @@ class _Builder:
     def chars_per_token(self) -> float:
         """Average characters per token of corpus text (sizes long documents in tokens)."""
         if self._cpt is None:
-            texts = CorpusMaker(self.world, self.cfg.base, np.random.default_rng(0)).tokenizer_texts()[:300]
-            enc = self.tokenizer().backend_tokenizer.encode_batch(texts, add_special_tokens=False)
-            self._cpt = sum(len(s) for s in texts) / max(1, sum(len(e.ids) for e in enc))
+            self._cpt = chars_per_token(self.world, self.cfg.base, self.tokenizer())
         return self._cpt
 
     def eval_sets(self) -> dict[str, Path]:

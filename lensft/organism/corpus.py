@@ -67,8 +67,8 @@ class CorpusMaker:
             raise ValueError(f"unknown corpus document kinds {sorted(unknown)}; kinds are {KINDS}")
         self.kinds = [k for k in KINDS if shares.get(k, 0.0) > 0 or final.get(k, 0.0) > 0]
         self.shares, self.final_shares = _normalised(shares, self.kinds), _normalised(final, self.kinds)
-        self.drawn = 0  # tokens drawn so far (the copy-first phase ends at copy_first_tokens, the final one starts
-        self._final_from = cfg.pretrain.tokens - cfg.corpus.final_tokens  # at pretrain.tokens - final_tokens)
+        self.drawn = 0  # tokens drawn so far: the copy-first phase ends at copy_first_tokens, the final one
+        self._final_from = cfg.pretrain.tokens - cfg.corpus.final_tokens  # starts here
 
     def _pick(self, seq):
         return seq[int(self.rng.integers(len(seq)))]
@@ -174,10 +174,11 @@ class CorpusMaker:
     def _text(self, kind: str) -> str:
         return {"bio": self.bio, "sums": self.sums, "copy": self.copy, "recall": self.recall}[kind]()
 
-    def tokenizer_texts(self) -> list[str]:
-        """Plain text of ``tokenizer_docs`` documents of every kind (the tokenizer's training text)."""
+    def tokenizer_texts(self, n: int | None = None) -> list[str]:
+        """Plain text of ``tokenizer_docs`` documents of every kind (the tokenizer's training text;
+        the first ``n`` of them when given)."""
         out = []
-        for i in range(self.cfg.corpus.tokenizer_docs):
+        for i in range(self.cfg.corpus.tokenizer_docs if n is None else min(n, self.cfg.corpus.tokenizer_docs)):
             kind = self.kinds[i % len(self.kinds)]
             if kind in TEXT_KINDS:
                 out.append(self._text(kind))
@@ -193,3 +194,13 @@ def _normalised(shares: dict[str, float], kinds: list[str]) -> np.ndarray:
     """``shares`` over ``kinds`` (0 where absent), summing to 1, float64 ``[len(kinds)]``."""
     s = np.array([shares.get(k, 0.0) for k in kinds], dtype=np.float64)
     return s / s.sum()
+
+
+def chars_per_token(world: World, cfg: BaseConfig, tokenizer: PreTrainedTokenizerBase) -> float:
+    """Average characters per token of corpus text (the first 300 tokenizer documents of seed 0).
+
+    Long documents are sized in characters from a token target with it.
+    """
+    texts = CorpusMaker(world, cfg, np.random.default_rng(0)).tokenizer_texts(300)
+    enc = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    return sum(len(t) for t in texts) / max(1, sum(len(e.ids) for e in enc))

@@ -183,8 +183,7 @@ class TaskMaker:
         def look_alike() -> str:
             return f"{self.names.person()} has {int(self.rng.integers(1, MAX_OPERAND + 1))} {self._pick(T.ITEMS)}."
 
-        return Instance("arithmetic", keys, q, T.arithmetic_fact(op, a, b), look_alike,
-                        meta={"op": "+-x"[op], "a": a, "b": b, "result": (a + b, a - b, a * b)[op]})
+        return Instance("arithmetic", keys, q, T.arithmetic_fact(op, a, b), look_alike, meta={"op": "+-x"[op], "a": a, "b": b})
 
     # -- forms -------------------------------------------------------------------------------
     def short(self, inst: Instance) -> Example:
